@@ -1,0 +1,148 @@
+"""Candidate generation for every eligible word of many texts at once.
+
+For each text: split into words; for each eligible word, a single-piece word is a masked-LM query
+and a multi-piece word a GloVe query. All masked-LM queries of a batch of texts (deduplicated) go
+to the teacher together; all GloVe queries go to one batched nearest-neighbour search.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from augment.glove import GloveIndex
+from augment.mlm import MaskedLMTeacher, QueryRow, build_query_row
+from augment.words import STOPWORDS, WordPieceTokenizer, is_eligible
+
+MLM, GLOVE, NONE = "mlm", "glove", "none"
+
+
+@dataclass
+class TextCandidates:
+    """The words of one text and the candidates of its eligible positions.
+
+    Attributes:
+        words: the basic tokenizer's words.
+        candidates: eligible position -> candidate words (never empty: a position without any
+            candidates lists its own word).
+        sources: eligible position -> ``mlm``, ``glove`` or ``none`` (no candidates found).
+        mlm_topk: for ``mlm`` positions, the raw top-K (ids, logits) before ``##`` pieces were
+            dropped; kept for exact comparisons against other implementations.
+    """
+
+    words: list[str]
+    candidates: dict[int, list[str]] = field(default_factory=dict)
+    sources: dict[int, str] = field(default_factory=dict)
+    mlm_topk: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def drop_continuations(tokens: Iterable[str]) -> list[str]:
+    """Drop WordPiece continuation pieces (those starting with ``##``), keeping order."""
+    return [t for t in tokens if not t.startswith("##")]
+
+
+def match_case(word: str, candidates: list[str]) -> list[str]:
+    """Title-case GloVe candidates of a title-case word (matters for cased teachers only)."""
+    return [c.title() for c in candidates] if word.istitle() else candidates
+
+
+class CandidateGenerator:
+    """Finds candidates for the eligible words of texts.
+
+    Args:
+        tokenizer: the teacher's words/WordPiece tokenizer.
+        teacher: the masked LM.
+        glove: the GloVe index.
+        k: K, candidates per word.
+        mlm_input: ``pair`` or ``single`` (see :mod:`augment.mlm`).
+        stopwords: words never replaced.
+    """
+
+    def __init__(
+        self,
+        tokenizer: WordPieceTokenizer,
+        teacher: MaskedLMTeacher,
+        glove: GloveIndex,
+        k: int = 15,
+        mlm_input: str = "pair",
+        stopwords: frozenset[str] | None = None,
+        batch_size: int = 64,
+        pad_multiple: int = 8,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.teacher = teacher
+        self.glove = glove
+        self.k = k
+        self.mlm_input = mlm_input
+        self.stopwords = STOPWORDS if stopwords is None else stopwords
+        self.batch_size = batch_size
+        self.pad_multiple = pad_multiple
+        self._special = (tokenizer.id_of("[CLS]"), tokenizer.id_of("[SEP]"), tokenizer.id_of("[MASK]"))
+
+    def eligible_positions(self, words: Sequence[str]) -> list[int]:
+        return [i for i, w in enumerate(words) if is_eligible(w, self.stopwords)]
+
+    def generate(
+        self,
+        texts: Sequence[str],
+        positions: Sequence[Iterable[int] | None] | None = None,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> list[TextCandidates]:
+        """Candidates for each text.
+
+        Args:
+            texts: the texts (str).
+            positions: optionally, per text, the word positions that may be replaced (others are
+                kept, e.g. words inside a QA answer span); ``None`` = all eligible words.
+            on_rows: called with the number of masked-LM rows after each teacher batch.
+        """
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is {type(t).__name__}, not str (decode bytes as UTF-8 first)")
+        results: list[TextCandidates] = []
+        row_index: dict[QueryRow, int] = {}
+        mlm_jobs: list[tuple[int, int, int]] = []  # (text, position, row)
+        glove_jobs: list[tuple[int, int]] = []
+        cls_id, sep_id, mask_id = self._special
+        for t, text in enumerate(texts):
+            words = self.tokenizer.words(text)
+            result = TextCandidates(words=words)
+            results.append(result)
+            allowed = None if positions is None or positions[t] is None else set(positions[t])
+            eligible = [p for p in self.eligible_positions(words) if allowed is None or p in allowed]
+            if not eligible:
+                continue
+            pieces = [self.tokenizer.ids(self.tokenizer.wordpiece(w)) for w in words]
+            for pos in eligible:
+                if len(pieces[pos]) == 1:
+                    row = build_query_row(pieces, pos, cls_id=cls_id, sep_id=sep_id, mask_id=mask_id,
+                                          max_length=self.teacher.max_length, mlm_input=self.mlm_input)
+                    if row is None:  # mask beyond the teacher's positions
+                        self._set(result, pos, [], NONE)
+                        continue
+                    mlm_jobs.append((t, pos, row_index.setdefault(row, len(row_index))))
+                else:
+                    glove_jobs.append((t, pos))
+        if row_index:
+            ids, vals = self.teacher.topk(list(row_index), self.k, batch_size=self.batch_size,
+                                          pad_multiple=self.pad_multiple, on_batch=on_rows)
+            for t, pos, r in mlm_jobs:
+                words = drop_continuations(self.tokenizer.tokens(ids[r]))
+                self._set(results[t], pos, words, MLM)
+                results[t].mlm_topk[pos] = (ids[r], vals[r])
+        if glove_jobs:
+            neighbours = self.glove.nearest([results[t].words[p] for t, p in glove_jobs], self.k)
+            for (t, pos), found in zip(glove_jobs, neighbours):
+                self._set(results[t], pos, match_case(results[t].words[pos], found), GLOVE)
+        for r in results:  # positions in increasing order, as sampling visits them
+            r.candidates = dict(sorted(r.candidates.items()))
+            r.sources = dict(sorted(r.sources.items()))
+        return results
+
+    @staticmethod
+    def _set(result: TextCandidates, pos: int, found: list[str], source: str) -> None:
+        if found:
+            result.candidates[pos], result.sources[pos] = list(found), source
+        else:  # a position with no candidates keeps its word
+            result.candidates[pos], result.sources[pos] = [result.words[pos]], NONE
