@@ -160,5 +160,5 @@ def _read_vocab(path: Path) -> dict[str, int]:
     with open(path, encoding="utf-8") as f:
         for idx, line in enumerate(f):
             token = line.rstrip("\n")
-            vocab.setdefault(token, idx)
+            vocab[token] = idx  # a repeated token takes its last line, as BERT's load_vocab does
     return vocab

@@ -1,0 +1,111 @@
+import random
+
+import pytest
+
+from augment import Augmenter, AugmentConfig
+from augment.candidates import CandidateGenerator
+from tests.augment.per_word_reference import PerWordReference, compare, load_python_tokenizer
+
+TEXTS = [
+    "The acting is heartfelt and the story is wonderfully dull.",
+    "a good film with great music",
+    "Boring!",
+    "",
+    "   ",
+    "the and of",  # no eligible word
+    "superb performance , terrible script , funny actors , bad plot",
+]
+
+
+@pytest.fixture(scope="module")
+def augmenter(tiny_mlm, tiny_glove, tmp_path_factory):
+    return Augmenter.from_pretrained(str(tiny_mlm), str(tiny_glove), glove_cache_dir=str(tmp_path_factory.mktemp("c")),
+                                     n_aug=10, k=5)
+
+
+def test_candidates_equal_per_word_reference(augmenter, tiny_mlm, tiny_glove):
+    ref = PerWordReference(augmenter.teacher.model, load_python_tokenizer(str(tiny_mlm)), str(tiny_glove), k=5)
+    for text, cands in zip(TEXTS, augmenter.candidates(TEXTS)):
+        report = compare(ref, cands, text)
+        assert report["mismatches"] == [], text
+        assert report["positions"] == len(cands.candidates)
+
+
+def test_sources_follow_wordpiece_split(augmenter):
+    cands = augmenter.candidates(["the heartfelt film"])[0]
+    assert cands.words == ["the", "heartfelt", "film"]
+    assert cands.sources == {1: "glove", 2: "mlm"}  # "heartfelt" splits into pieces; "the" is a stopword
+    assert all(not w.startswith("##") for w in cands.candidates[2])
+
+
+def test_unknown_multi_piece_word_keeps_itself(augmenter):
+    cands = augmenter.candidates(["zqxj film"])[0]  # several pieces and no GloVe vector
+    assert cands.candidates[0] == ["zqxj"] and cands.sources[0] == "none"
+
+
+def test_degenerate_texts_give_the_original_only(augmenter):
+    for text in ["", "   ", "the and of", "!!!"]:
+        assert augmenter.augment(text) == [text]
+
+
+def test_original_first_verbatim_then_distinct_variants(augmenter):
+    out = augmenter.augment("The Acting is GOOD", example_id="e1")
+    assert out[0] == "The Acting is GOOD"
+    assert len(out) == len(set(out)) and "the acting is good" not in out[1:]
+    assert 1 < len(out) <= 11
+
+
+def test_same_output_whatever_batch_size_and_order(tiny_mlm, tiny_glove, tmp_path):
+    ids = [f"ex-{i}" for i in range(len(TEXTS))]
+    results = []
+    for bs in (1, 64):
+        aug = Augmenter.from_pretrained(str(tiny_mlm), str(tiny_glove), glove_cache_dir=str(tmp_path), batch_size=bs)
+        results.append([r.texts for r in aug.augment_batch(TEXTS, ids)])
+    order = list(range(len(TEXTS)))
+    random.Random(0).shuffle(order)
+    shuffled = aug.augment_batch([TEXTS[i] for i in order], [ids[i] for i in order])
+    assert results[0] == results[1]
+    assert [r.texts for r in sorted(shuffled, key=lambda r: ids.index(r.id))] == results[0]
+
+
+def test_seed_changes_output(tiny_mlm, tiny_glove, tmp_path):
+    a = Augmenter.from_pretrained(str(tiny_mlm), str(tiny_glove), glove_cache_dir=str(tmp_path), seed=1)
+    b = Augmenter.from_pretrained(str(tiny_mlm), str(tiny_glove), glove_cache_dir=str(tmp_path), seed=2)
+    assert a.augment(TEXTS[0]) != b.augment(TEXTS[0])
+
+
+def test_positions_restrict_replacements(augmenter):
+    words = augmenter.tokenizer.words(TEXTS[6])
+    result = augmenter.augment_batch([TEXTS[6]], ["p"], positions=[[0]])[0]
+    for variant in result.variant_words:
+        assert variant[1:] == words[1:]
+
+
+def test_single_mode_uses_the_masked_sentence_only(augmenter):
+    gen = CandidateGenerator(augmenter.tokenizer, augmenter.teacher, augmenter.glove, k=5, mlm_input="single")
+    before = augmenter.teacher.rows_run
+    gen.generate(["a good film"])
+    assert augmenter.teacher.rows_run - before == 2  # "good", "film"
+
+
+def test_texts_must_be_str(augmenter):
+    with pytest.raises(TypeError, match="text 0 is bytes"):
+        augmenter.candidates([b"a film"])
+
+
+def test_masks_beyond_max_length_get_no_candidates(tiny_glove, tmp_path):
+    from tests.conftest import build_tiny_mlm
+
+    model_dir = build_tiny_mlm(tmp_path / "short", max_positions=16)
+    aug = Augmenter.from_pretrained(str(model_dir), str(tiny_glove), glove_cache_dir=str(tmp_path), n_aug=5)
+    text = " ".join(["film"] * 30)
+    cands = aug.candidates([text])[0]
+    assert [cands.sources[p] for p in range(14)] == ["mlm"] * 14  # masks at positions 1..14 < 16
+    assert all(cands.sources[p] == "none" and cands.candidates[p] == ["film"] for p in range(15, 30))
+
+
+def test_config_validation():
+    for bad in [dict(p_t=1.5), dict(n_aug=-1), dict(k=0), dict(mlm_input="triple"), dict(batch_size=0),
+                dict(device="tpu"), dict(dtype="int8"), dict(glove_max_words=0)]:
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AugmentConfig(**bad)
