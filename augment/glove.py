@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -33,57 +34,95 @@ def default_cache_dir() -> Path:
     return Path(root) / "glove"
 
 
-def parse_glove_text(path: str | Path, max_words: int | None = None) -> tuple[list[str], np.ndarray]:
+def parse_glove_text(path: str | Path, max_words: int | None = None,
+                     chunk_lines: int = 20000) -> tuple[list[str], np.ndarray]:
     """Parse a GloVe text file into ``(words, vectors)``; vectors is (V, d) float32, not normalised.
 
     Only the first ``max_words`` lines are read when it is given (the authors' script silently read
     100,000; here a cap is an explicit choice). A word that appears twice keeps its first vector.
+    Numbers are parsed a chunk of lines at a time by numpy; a chunk that does not parse cleanly is
+    re-read line by line to name the bad line.
 
     Raises:
         GloveFormatError: naming the line number, for a line whose field count differs from the
-            first line's or whose numbers do not parse, or for an empty file.
+            first line's, whose numbers do not parse, or that is not UTF-8; or for an empty file.
     """
     words: list[str] = []
-    rows: list[np.ndarray] = []
+    blocks: list[np.ndarray] = []
     seen: set[str] = set()
-    dim = None
     duplicates = 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if max_words is not None and len(words) >= max_words:
-                break
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise GloveFormatError(f"{path}: line {lineno} is not valid UTF-8 ({e})") from None
-            if not line.strip():
-                continue
-            fields = line.rstrip(" ").split(" ")
-            if dim is None:
-                dim = len(fields) - 1
-                if dim < 1:
-                    raise GloveFormatError(f"{path}: line {lineno} has no vector: {line[:80]!r}")
-            # Some GloVe releases (840B) have words containing spaces: the vector is the last d fields.
-            if len(fields) < dim + 1:
-                raise GloveFormatError(
-                    f"{path}: line {lineno} has {len(fields) - 1} numbers, expected {dim}: {line[:80]!r}"
-                )
-            word = " ".join(fields[: len(fields) - dim])
-            try:
-                vec = np.array(fields[len(fields) - dim :], dtype=np.float32)
-            except ValueError:
-                raise GloveFormatError(f"{path}: line {lineno} has a value that is not a number: {line[:80]!r}") from None
+    dim = None
+    pending: list[tuple[int, str]] = []
+
+    def flush() -> None:
+        nonlocal duplicates
+        if not pending:
+            return
+        vectors = _parse_chunk(path, pending, dim)
+        keep = []
+        for row, (_, line) in enumerate(pending):
+            word = line[: _word_end(line, dim)]
             if word in seen:
                 duplicates += 1
                 continue
             seen.add(word)
             words.append(word)
-            rows.append(vec)
+            keep.append(row)
+        blocks.append(vectors if len(keep) == len(pending) else vectors[keep])
+        pending.clear()
+
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if max_words is not None and len(words) + len(pending) >= max_words:
+                break
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n").rstrip(" ")
+            except UnicodeDecodeError as e:
+                raise GloveFormatError(f"{path}: line {lineno} is not valid UTF-8 ({e})") from None
+            if not line.strip():
+                continue
+            if dim is None:
+                dim = line.count(" ")
+                if dim < 1:
+                    raise GloveFormatError(f"{path}: line {lineno} has no vector: {line[:80]!r}")
+            pending.append((lineno, line))
+            if len(pending) >= chunk_lines:
+                flush()
+    flush()
     if not words:
         raise GloveFormatError(f"{path}: no vectors found (empty file?)")
     if duplicates:
         log.warning("%s: %d duplicate words ignored (first vector kept)", path, duplicates)
-    return words, np.stack(rows)
+    return words, np.concatenate(blocks)
+
+
+def _word_end(line: str, dim: int) -> int:
+    """Index where the word ends: the vector is the last ``dim`` fields (840B words contain spaces)."""
+    end = len(line)
+    for _ in range(dim):
+        end = line.rindex(" ", 0, end)
+    return end
+
+
+def _parse_chunk(path, lines: list[tuple[int, str]], dim: int) -> np.ndarray:
+    """(n, dim) float32 vectors of ``lines``; raises GloveFormatError naming the first bad line."""
+    try:
+        numbers = " ".join(line[_word_end(line, dim) + 1 :] for _, line in lines)
+        flat = np.array(numbers.split(" "), dtype=np.float32)
+        if flat.size == len(lines) * dim:
+            return flat.reshape(len(lines), dim)
+    except ValueError:
+        pass
+    for lineno, line in lines:  # slow path: find and name the bad line
+        fields = line.split(" ")
+        if len(fields) < dim + 1:
+            raise GloveFormatError(
+                f"{path}: line {lineno} has {len(fields) - 1} numbers, expected {dim}: {line[:80]!r}")
+        try:
+            np.array(fields[len(fields) - dim :], dtype=np.float32)
+        except ValueError:
+            raise GloveFormatError(f"{path}: line {lineno} has a value that is not a number: {line[:80]!r}") from None
+    raise GloveFormatError(f"{path}: lines {lines[0][0]}-{lines[-1][0]} do not parse as {dim}-d vectors")
 
 
 def normalise_rows(vectors: np.ndarray) -> np.ndarray:
@@ -109,6 +148,7 @@ class GloveIndex:
         self.index = {w: i for i, w in enumerate(self.words)}
         self.source = source
         self._cache: dict[tuple[str, int], list[str]] = {}
+        self._table = None  # torch view of the vectors, made on the first query
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -191,21 +231,28 @@ class GloveIndex:
 
     def _topk_rows(self, rows: np.ndarray, k: int) -> list[np.ndarray]:
         """Top-k row ids by cosine for each query row, excluding the row itself.  rows: (b,)."""
-        scores = np.asarray(self.vectors[rows]) @ np.asarray(self.vectors).T  # (b, V)
-        scores[np.arange(len(rows)), rows] = -np.inf
+        import torch
+
+        if self._table is None:
+            with warnings.catch_warnings():  # a read-only memmap: torch warns, but nothing writes to it
+                warnings.simplefilter("ignore", UserWarning)
+                self._table = torch.from_numpy(np.asarray(self.vectors))  # (V, d), shares memory
+        scores = self._table[torch.from_numpy(rows)] @ self._table.T  # (b, V)
+        scores[torch.arange(len(rows)), torch.from_numpy(rows)] = -torch.inf
         k = min(k, scores.shape[1] - 1)
         if k <= 0:
             return [np.empty(0, dtype=np.int64) for _ in rows]
-        # argpartition takes the k largest; then an exact sort by (-score, row id).
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        vals, ids = torch.topk(scores, k, dim=1)  # (b, k)
+        kth = vals[:, -1:]
+        crowded = (scores >= kth).sum(dim=1) > k  # rows where a tie straddles rank k
         results = []
         for r in range(len(rows)):
-            ids = part[r]
-            # Pull in any row tied with the k-th score so the tie-break by id is exact.
-            kth = scores[r, ids].min()
-            ids = np.flatnonzero(scores[r] >= kth)
-            order = np.lexsort((ids, -scores[r, ids]))
-            results.append(ids[order][:k])
+            if crowded[r]:  # take every row tied with the k-th so the tie-break by id is exact
+                cand = torch.nonzero(scores[r] >= kth[r]).flatten().numpy()
+            else:
+                cand = ids[r].numpy()
+            score = scores[r, torch.from_numpy(cand)].numpy()
+            results.append(cand[np.lexsort((cand, -score))][:k])
         return results
 
 
