@@ -1,0 +1,121 @@
+"""``distill`` command line: TinyBERT's two-stage distillation over streamed shards.
+
+    distill shard-text --output corpus/wiki wikitext-2.valid.tokens.txt
+    distill finetune --config configs/sst2-teacher.yaml
+    distill general  --config configs/general.yaml train.max_steps=2000
+    distill task --step intermediate --config configs/sst2-task.yaml
+    distill task --step prediction   --config configs/sst2-task.yaml model.student=out/int/final
+    distill eval --model out/pred/best --task sst2 --data glue/SST-2/dev.tsv
+
+Every training command takes ``--config FILE`` and ``KEY=VALUE`` overrides (``train.lr=1e-4``);
+unknown keys are errors. ``--resume`` continues from the newest checkpoint in ``output_dir``.
+Under ``torchrun --nproc_per_node N`` the same commands run data-parallel.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from distill.config import ConfigError, load_config
+
+
+def _run(stage: str, config: str | None, overrides: tuple[str, ...], resume: bool, step: str | None = None) -> None:
+    from distill import train
+    from distill.mapping import MappingError
+    from distill.models import ModelError
+    from distill.shards import CorpusError
+
+    try:
+        cfg = load_config(config, overrides, stage=stage, step=step)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        result = train.main(cfg, resume=resume)
+    except (CorpusError, MappingError, ModelError, train.ResumeError, ConfigError) as e:
+        raise click.ClickException(str(e)) from None
+    if result:
+        click.echo(json.dumps(result))
+
+
+def _training_command(f):
+    f = click.argument("overrides", nargs=-1)(f)
+    f = click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in output_dir.")(f)
+    f = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="YAML config (sections: model, data, optim, train, distill).")(f)
+    return f
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log details.")
+def main(verbose: bool) -> None:
+    """TinyBERT distillation (Jiao et al. 2020): fine-tune teachers, general and task distillation."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@_training_command
+def finetune(config, resume, overrides) -> None:
+    """Fine-tune a teacher on a GLUE task corpus (gold labels)."""
+    _run("finetune", config, overrides, resume)
+
+
+@main.command()
+@_training_command
+def general(config, resume, overrides) -> None:
+    """General distillation: teacher encoder -> student on unlabelled text shards."""
+    _run("general", config, overrides, resume)
+
+
+@main.command()
+@click.option("--step", type=click.Choice(["intermediate", "prediction"]), required=True,
+              help="intermediate: embeddings, hidden states, attention; prediction: soft labels.")
+@_training_command
+def task(step, config, resume, overrides) -> None:
+    """Task distillation on (augmented) task shards."""
+    _run("task", config, overrides, resume, step=step)
+
+
+@main.command(name="eval")
+@click.option("--model", "model_path", required=True, help="A checkpoint directory or hub name with a task head.")
+@click.option("--task", "task_name", required=True, help="GLUE task (sst2, cola, mnli, stsb...).")
+@click.option("--data", required=True, help="A GLUE TSV, a GLUE task directory, or a corpus directory.")
+@click.option("--split", default="dev", show_default=True, help="The TSV read from a GLUE task directory.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--max-seq-length", type=int, default=128, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def eval_(model_path, task_name, data, split, batch_size, max_seq_length, device) -> None:
+    """Evaluate a checkpoint with the task's GLUE metric; prints one JSON object."""
+    from distill.evaluate import evaluate_checkpoint
+    from distill.models import ModelError
+    from distill.shards import CorpusError
+
+    try:
+        result = evaluate_checkpoint(model_path, task_name, data, split, batch_size, max_seq_length, device)
+    except (CorpusError, ModelError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps(result))
+
+
+@main.command(name="shard-text")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Corpus directory to write.")
+@click.option("--rows-per-shard", type=int, default=100_000, show_default=True)
+@click.option("--min-chars", type=int, default=20, show_default=True, help="Drop shorter lines.")
+@click.option("--skip-headings/--keep-headings", default=True, show_default=True,
+              help="Drop WikiText headings (' = Title = ').")
+def shard_text(inputs, output, rows_per_shard, min_chars, skip_headings) -> None:
+    """Turn plain text files (one text per line) into unlabelled shards for general distillation."""
+    from distill.shards import CorpusError, write_text_shards
+
+    try:
+        m = write_text_shards(inputs, output, rows_per_shard, min_chars, skip_headings)
+    except CorpusError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps({"output": output, "rows": m.total_rows, "shards": len(m.files)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""Run configuration: YAML files plus ``section.key=value`` overrides, checked strictly.
+
+An unknown key anywhere is an error (nanoGPT habit: a typo must not silently train with a default).
+The resolved config is saved as ``config.yaml`` with every checkpoint and output, and ``--resume``
+refuses a config that differs from the one the run started with.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import yaml
+
+STAGES = ("finetune", "general", "task")
+STEPS = ("intermediate", "prediction")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """An invalid or unknown configuration value; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    """teacher: hub name or directory (finetune: the encoder to fine-tune). student: a preset
+    (tinybert-4, tinybert-6), a config.json, or a checkpoint directory (e.g. the previous stage)."""
+
+    teacher: str | None = None
+    student: str = "tinybert-4"
+
+
+@dataclass
+class DataConfig:
+    """train: a corpus directory (shards + manifest.json). dev: a GLUE TSV, a GLUE task directory
+    (``dev.tsv`` inside) or a corpus directory. original_only: train on aug_index 0 rows only."""
+
+    train: str | None = None
+    dev: str | None = None
+    original_only: bool = False
+    max_seq_length: int = 128
+    shuffle_buffer: int = 10_000
+    chunk_rows: int = 1024
+    num_workers: int = 0
+    pad_to_multiple_of: int | None = None
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    adam_eps: float = 1e-8
+
+
+@dataclass
+class TrainConfig:
+    """batch_size is per process and micro-step; the global batch is batch_size x processes x
+    grad_accum. max_steps (optimizer steps) wins over epochs. eval_every/save_every: in optimizer
+    steps, 0 = only at the end."""
+
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_steps: int | None = None
+    epochs: float = 3.0
+    eval_every: int = 0
+    eval_batch_size: int = 64
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 42
+    precision: str = "fp32"
+    device: str = "auto"
+    progress: bool | None = None
+    tensorboard: bool = True
+
+
+@dataclass
+class LossConfig:
+    """layer_map: uniform | top | bottom | a list of teacher layers, one per student layer.
+    Intermediate terms are weighted by *_weight (0 turns a term off). The prediction step uses soft
+    cross-entropy at ``temperature`` (MSE for regression), plus hard_label_weight x the gold-label loss."""
+
+    layer_map: str | list[int] = "uniform"
+    embedding_weight: float = 1.0
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    temperature: float = 1.0
+    hard_label_weight: float = 0.0
+
+
+@dataclass
+class Config:
+    stage: str = "task"
+    step: str | None = None
+    task: str | None = None
+    output_dir: str = "out/run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: LossConfig = field(default_factory=LossConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _check_type(key: str, value: Any, hint) -> Any:
+    """``value`` coerced to ``hint`` where that is lossless (int -> float); else ``ConfigError``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _check_type(key, value, option)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} is not a valid {hint}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_type(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _unknown_keys(cls, data, prefix: str = "") -> list[str]:
+    """Every key of ``data`` (recursively) that ``cls`` does not define, as dotted names."""
+    if not isinstance(data, dict):
+        return []
+    hints = typing.get_type_hints(cls)
+    out = [prefix + k for k in data if k not in hints]
+    for k, v in data.items():
+        if k in hints and dataclasses.is_dataclass(hints[k]):
+            out += _unknown_keys(hints[k], v, f"{prefix}{k}.")
+    return sorted(out)
+
+
+def _from_dict(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    unknown = _unknown_keys(cls, data, prefix)
+    if unknown:
+        sections = sorted({k.rsplit(".", 1)[0] if "." in k else "top level" for k in unknown})
+        known = "; ".join(f"{s}: {', '.join(_known(cls, s))}" for s in sections)
+        raise ConfigError(f"unknown config keys: {', '.join(unknown)} (known keys -- {known})")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _from_dict(hint, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(prefix + name, value, hint)
+    return cls(**kwargs)
+
+
+def _known(cls, section: str) -> list[str]:
+    for part in [] if section == "top level" else section.split("."):
+        cls = typing.get_type_hints(cls)[part]
+    return sorted(f.name for f in dataclasses.fields(cls))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``train.lr=1e-4`` -> (["train", "lr"], 0.0001); values are parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not KEY=VALUE (e.g. train.max_steps=100)")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)  # YAML 1.1 reads "1e-4" as a string
+    return key.strip().split("."), value
+
+
+def _looks_numeric(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def merge(base: dict, path: Sequence[str], value: Any) -> None:
+    node = base
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(path)}: {part} is not a section")
+    node[path[-1]] = value
+
+
+def load_config(path: str | None = None, overrides: Sequence[str] = (), **fixed) -> Config:
+    """The config from a YAML file, then ``overrides`` (KEY=VALUE), then ``fixed`` top-level keys
+    (the stage and step given by the command). Raises ``ConfigError``."""
+    data: dict = {}
+    if path:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        merge(data, *parse_override(item))
+    for key, value in fixed.items():
+        if value is not None:
+            data[key] = value
+    cfg = _from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    cfg = _from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that do not need the models or data."""
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(cfg.stage in STAGES, f"stage must be one of {STAGES}, got {cfg.stage!r}")
+    if cfg.stage == "task":
+        need(cfg.step in STEPS, f"the task stage needs step: one of {STEPS}, got {cfg.step!r}")
+    need(cfg.stage == "general" or cfg.task is not None, f"stage {cfg.stage} needs task (e.g. task: sst2)")
+    need(cfg.model.teacher is not None, "model.teacher is required")
+    need(cfg.data.train is not None, "data.train (a corpus directory) is required")
+    t, o, d = cfg.train, cfg.optim, cfg.data
+    for key, value in [("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum),
+                       ("train.eval_batch_size", t.eval_batch_size), ("data.max_seq_length", d.max_seq_length),
+                       ("data.chunk_rows", d.chunk_rows), ("train.keep_checkpoints", t.keep_checkpoints),
+                       ("train.log_every", t.log_every)]:
+        need(value >= 1, f"{key} must be >= 1, got {value}")
+    for key, value in [("train.eval_every", t.eval_every), ("train.save_every", t.save_every),
+                       ("data.num_workers", d.num_workers), ("data.shuffle_buffer", d.shuffle_buffer),
+                       ("optim.weight_decay", o.weight_decay)]:
+        need(value >= 0, f"{key} must be >= 0, got {value}")
+    need(t.max_steps is None or t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")
+    need(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
+    need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    need(0 <= o.warmup_ratio < 1, f"optim.warmup_ratio must be in [0, 1), got {o.warmup_ratio}")
+    need(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
+    need(cfg.distill.temperature > 0, f"distill.temperature must be > 0, got {cfg.distill.temperature}")
+    for key in ("embedding_weight", "hidden_weight", "attention_weight", "hard_label_weight"):
+        need(getattr(cfg.distill, key) >= 0, f"distill.{key} must be >= 0, got {getattr(cfg.distill, key)}")
+    if cfg.task is not None:
+        from pipelines.tasks import get_task
+
+        try:
+            spec = get_task(cfg.task)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        need(spec.kind != "qa", "QA fine-tuning/distillation is not supported by these stages yet (task squad)")
+
+
+def differences(a: Config, b: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    return sorted(k for k in fa if fa[k] != fb.get(k))

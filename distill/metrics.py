@@ -1,0 +1,79 @@
+"""GLUE metrics (Wang et al., 2019) as pure numpy functions, and the score that picks checkpoints.
+
+``compute(metric, predictions, labels)`` returns a dict whose ``score`` is what "best" means:
+accuracy, F1 of class 1, Matthews correlation, or the mean of Pearson and Spearman.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("accuracy", "f1", "matthews", "pearson_spearman")
+
+
+def accuracy(pred: np.ndarray, gold: np.ndarray) -> float:
+    return float((pred == gold).mean()) if len(gold) else 0.0
+
+
+def f1(pred: np.ndarray, gold: np.ndarray, positive: int = 1) -> float:
+    """F1 of the ``positive`` class; 0 when it is never predicted nor present."""
+    tp = np.sum((pred == positive) & (gold == positive))
+    fp = np.sum((pred == positive) & (gold != positive))
+    fn = np.sum((pred != positive) & (gold == positive))
+    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
+
+
+def matthews(pred: np.ndarray, gold: np.ndarray) -> float:
+    """Matthews correlation for binary labels; 0 when a marginal is constant (as sklearn)."""
+    tp = float(np.sum((pred == 1) & (gold == 1)))
+    tn = float(np.sum((pred == 0) & (gold == 0)))
+    fp = float(np.sum((pred == 1) & (gold == 0)))
+    fn = float(np.sum((pred == 0) & (gold == 1)))
+    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return float((tp * tn - fp * fn) / denom) if denom else 0.0
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = np.asarray(x, float) - np.mean(x), np.asarray(y, float) - np.mean(y)
+    denom = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / denom) if denom else 0.0
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties given their average rank (as scipy.stats.rankdata)."""
+    x = np.asarray(x, float)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    return pearson(_ranks(x), _ranks(y))
+
+
+def compute(metric: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's metrics. ``predictions``: class ids (or scores for ``pearson_spearman``).
+
+    Raises ``ValueError`` for an unknown metric or mismatched lengths.
+    """
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"{predictions.shape[0] if predictions.ndim else 0} predictions for "
+                         f"{labels.shape[0] if labels.ndim else 0} labels")
+    if metric == "accuracy":
+        out = {"accuracy": accuracy(predictions, labels)}
+        out["score"] = out["accuracy"]
+    elif metric == "f1":
+        out = {"f1": f1(predictions, labels), "accuracy": accuracy(predictions, labels)}
+        out["score"] = out["f1"]
+    elif metric == "matthews":
+        out = {"matthews": matthews(predictions, labels), "accuracy": accuracy(predictions, labels)}
+        out["score"] = out["matthews"]
+    elif metric == "pearson_spearman":
+        out = {"pearson": pearson(predictions, labels), "spearman": spearman(predictions, labels)}
+        out["score"] = (out["pearson"] + out["spearman"]) / 2
+    else:
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    return out

@@ -1,0 +1,182 @@
+"""What each stage trains and how its loss is computed (TinyBERT, Jiao et al., 2020, Sec. 3.2).
+
+- ``finetune``: a teacher with a task head on gold labels (cross-entropy, or MSE for STS-B).
+- ``general``: encoder -> encoder on unlabelled text, intermediate layers only.
+- ``task --step intermediate``: fine-tuned teacher -> student on the (augmented) task corpus,
+  intermediate layers only.
+- ``task --step prediction``: soft cross-entropy against the teacher's logits at a temperature
+  (MSE for regression), plus optionally the gold-label loss.
+
+Each stage is a small ``nn.Module`` whose ``forward(batch, targets)`` returns every unweighted term
+and the weighted ``loss``; the teacher stays outside it (frozen, run under ``no_grad``), so the
+module is exactly what DistributedDataParallel wraps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distill import losses
+from distill.config import Config
+from distill.mapping import build_mapping, validate_mapping
+from distill.models import Features, ModelError, Projector, build_student, features, load_model
+
+
+class FinetuneLoss(nn.Module):
+    """Gold-label loss of a model with a task head."""
+
+    def __init__(self, model: nn.Module, regression: bool):
+        super().__init__()
+        self.model, self.regression = model, regression
+
+    def forward(self, batch: dict, targets=None) -> dict[str, torch.Tensor]:
+        logits = features(self.model, batch, need_hidden=False).logits  # (B, C)
+        term = _gold_loss(logits, batch["labels"], self.regression)
+        return {"loss": term, "gold": term}
+
+
+def _gold_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    if regression:
+        return F.mse_loss(logits.float().squeeze(-1), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+class IntermediateLoss(nn.Module):
+    """Embedding, hidden-state and attention-score terms over a layer mapping (summed over layers,
+    as the authors do), each weighted by ``weights[feature]``."""
+
+    def __init__(self, student: nn.Module, projector: nn.Module | None, mapping: list[dict], weights: dict[str, float]):
+        super().__init__()
+        self.student, self.projector = student, projector
+        self.mapping, self.weights = mapping, weights
+        self.score_layers = sorted({e["student_layer"] for e in mapping if e["feature"] == "attention"})
+
+    def forward(self, batch: dict, teacher: Features) -> dict[str, torch.Tensor]:
+        fs = features(self.student, batch, self.score_layers)
+        mask = batch["attention_mask"]
+        terms: dict[str, torch.Tensor] = {}
+        for e in self.mapping:
+            s, t, feature = e["student_layer"], e["teacher_layer"], e["feature"]
+            fn = losses.FEATURE_LOSSES[e["loss"]]
+            if feature == "attention":
+                value = fn(fs.scores[s], teacher.scores[t], mask)
+            else:
+                value = fn(self.projector(fs.hidden[s]), teacher.hidden[t], mask)
+            terms[feature] = terms.get(feature, 0.0) + value
+        terms["loss"] = sum(self.weights[k] * v for k, v in terms.items())
+        return terms
+
+
+class PredictionLoss(nn.Module):
+    """Soft cross-entropy against teacher logits (MSE for regression) + hard_weight x gold loss."""
+
+    def __init__(self, student: nn.Module, regression: bool, temperature: float, hard_weight: float = 0.0):
+        super().__init__()
+        self.student, self.regression = student, regression
+        self.temperature, self.hard_weight = temperature, hard_weight
+
+    def forward(self, batch: dict, teacher_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = features(self.student, batch, need_hidden=False).logits  # (B, C)
+        name = "mse" if self.regression else "soft_cross_entropy"
+        soft = losses.PREDICTION_LOSSES[name](logits, teacher_logits, self.temperature)
+        terms = {"soft": soft, "loss": soft}
+        if self.hard_weight:
+            terms["gold"] = _gold_loss(logits, batch["labels"], self.regression)
+            terms["loss"] = soft + self.hard_weight * terms["gold"]
+        return terms
+
+
+@dataclass
+class StageParts:
+    """Everything the training loop needs from a stage.
+
+    module: the trainable ``nn.Module`` (forward(batch, targets) -> terms); model: the HF model to
+    save; teacher_targets: batch -> targets under no_grad (None for finetune); task: TaskSpec or None.
+    """
+
+    module: nn.Module
+    model: nn.Module
+    teacher: nn.Module | None
+    teacher_targets: Callable[[dict], object] | None
+    task: object | None
+    evaluates: bool
+    find_unused_parameters: bool
+
+
+def _task(cfg: Config):
+    from pipelines.tasks import get_task
+
+    return None if cfg.task is None else get_task(cfg.task)
+
+
+def _label_config(model: nn.Module, task) -> None:
+    """Give the saved config readable labels (``id2label``) for plain-transformers users."""
+    if task is not None and task.label_names is not None:
+        model.config.id2label = dict(enumerate(task.label_names))
+        model.config.label2id = {n: i for i, n in enumerate(task.label_names)}
+
+
+def build(cfg: Config) -> StageParts:
+    """Load or build the models of ``cfg``'s stage and check they fit together.
+
+    Raises ``MappingError``/``ModelError`` (ValueErrors) for pairs that cannot be distilled.
+    """
+    task = _task(cfg)
+    regression = task is not None and task.kind == "regression"
+    num_labels = None if task is None else task.num_labels
+    if cfg.stage == "finetune":
+        model = load_model(cfg.model.teacher, "classification", num_labels, regression)
+        _label_config(model, task)
+        return StageParts(FinetuneLoss(model, regression), model, None, None, task, True, False)
+
+    head = "base" if cfg.stage == "general" else "classification"
+    teacher = load_model(cfg.model.teacher, head)
+    if head == "classification":
+        _check_head(teacher, task, "teacher")
+        if not any("SequenceClassification" in a for a in (teacher.config.architectures or [])):
+            raise ModelError(f"teacher {cfg.model.teacher} has no trained classification head "
+                             f"(architectures {teacher.config.architectures}); fine-tune it first: distill finetune")
+    student = build_student(cfg.model.student, teacher.config, head, num_labels, regression)
+    if head == "classification":
+        _check_head(student, task, "student")
+        _label_config(student, task)
+    teacher.eval().requires_grad_(False)
+
+    if cfg.stage == "task" and cfg.step == "prediction":
+        validate_mapping([], student.config, teacher.config)  # vocabulary check
+        module = PredictionLoss(student, regression, cfg.distill.temperature, cfg.distill.hard_label_weight)
+
+        def targets(batch):
+            return features(teacher, batch, need_hidden=False).logits
+
+        return StageParts(module, student, teacher, targets, task, True, False)
+
+    d = cfg.distill
+    weights = {"embedding": d.embedding_weight, "hidden": d.hidden_weight, "attention": d.attention_weight}
+    used = [f for f, w in weights.items() if w > 0]
+    if not used:
+        raise ModelError("all intermediate loss weights are 0 (distill.*_weight); nothing to train")
+    layer_map = d.layer_map
+    mapping = build_mapping(layer_map, student.config.num_hidden_layers, teacher.config.num_hidden_layers, used)
+    validate_mapping(mapping, student.config, teacher.config)
+    projector = None
+    if "embedding" in used or "hidden" in used:
+        projector = Projector(student.config.hidden_size, teacher.config.hidden_size)
+    module = IntermediateLoss(student, projector, mapping, weights)
+    teacher_layers = sorted({e["teacher_layer"] for e in mapping if e["feature"] == "attention"})
+
+    def targets(batch):
+        return features(teacher, batch, teacher_layers)
+
+    return StageParts(module, student, teacher, targets, task, False, True)
+
+
+def _check_head(model: nn.Module, task, role: str) -> None:
+    n = getattr(model.config, "num_labels", None)
+    if n != task.num_labels:
+        raise ModelError(f"the {role} has {n} outputs but task {task.name} has {task.num_labels} labels; "
+                         f"fine-tune a teacher on {task.name} first (distill finetune)")

@@ -1,0 +1,462 @@
+"""The training recipe shared by every stage: setup, train, save_checkpoint, cleanup.
+
+One loop for finetune / general / task (intermediate, prediction): streamed batches, gradient
+accumulation, autocast (bf16/fp16 on GPU), DDP under ``torchrun`` (gloo on CPU, nccl on GPU),
+periodic evaluation with the task's GLUE metric, best-checkpoint keeping, a JSON-lines log,
+TensorBoard when installed and a tqdm bar.
+
+Layout of ``output_dir``::
+
+    config.yaml  log.jsonl  tb/
+    checkpoints/step-000200/   model/ (save_pretrained) projector.safetensors trainer_state.pt
+                               rng-rank0.pt ... config.yaml
+    best/    the best model by the dev metric (save_pretrained + tokenizer + config.yaml + metrics.json)
+    final/   the model at the last step (same layout)
+
+A checkpoint holds model, optimizer, scheduler, grad scaler, every rank's RNG and the data position
+(batches drawn), so ``--resume`` continues a killed run and ends exactly where an uninterrupted run
+would (tested bitwise on CPU).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from distill.config import Config, config_from_dict, differences
+from distill.data import Collator, loader, open_corpus
+from distill.stages import StageParts, build
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+STATE = "trainer_state.pt"
+DONE = "COMPLETE"  # written last: a checkpoint without it was interrupted while saving
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ResumeError(ValueError):
+    """A checkpoint that this run cannot continue from."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; initialises the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def linear_schedule(total: int, warmup: int):
+    """LR multiplier: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return f
+
+
+def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (BERT's recipe)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_pretrained(model: nn.Module, tokenizer, cfg: Config, path: str, extra: dict | None = None) -> None:
+    """``path`` loadable with plain ``from_pretrained`` (safetensors), with the resolved config."""
+    tmp = path.rstrip("/") + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
+        f.write(cfg.to_yaml())
+    if extra is not None:
+        with open(os.path.join(tmp, "metrics.json"), "w", encoding="utf-8") as f:
+            json.dump(extra, f, indent=2)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(output_dir: str) -> str | None:
+    """The newest complete checkpoint directory, or None."""
+    root = os.path.join(output_dir, CHECKPOINTS)
+    if not os.path.isdir(root):
+        return None
+    done = sorted(d for d in os.listdir(root) if d.startswith("step-") and os.path.exists(os.path.join(root, d, DONE)))
+    return os.path.join(root, done[-1]) if done else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def predict(model: nn.Module, rows: list[dict], collator: Collator, batch_size: int, device: torch.device,
+            regression: bool) -> np.ndarray:
+    """Class ids (or scores for regression) for ``rows``, in order."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(rows), batch_size):
+        batch = _to(collator(rows[i:i + batch_size]), device)
+        batch.pop("labels", None)
+        logits = model(**batch).logits.float()  # (B, C)
+        out.append(logits[:, 0] if regression else logits.argmax(-1))
+    model.train(was_training)
+    return torch.cat(out).cpu().numpy()
+
+
+def evaluate(model, rows, collator, task, batch_size: int, device) -> dict:
+    """The task's GLUE metrics on ``rows`` (``score`` picks the best checkpoint)."""
+    from distill.metrics import compute
+
+    regression = task.kind == "regression"
+    preds = predict(model, rows, collator, batch_size, device, regression)
+    return compute(task.metric, preds, np.array([r["label"] for r in rows]))
+
+
+# --------------------------------------------------------------------------------------------------
+# The recipe
+
+
+class Recipe:
+    """setup() -> train() -> cleanup(); ``main`` below is the whole program."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.rank, self.world, self.local_rank = _distributed()
+        self.device = _device(cfg.train.device, self.local_rank)
+        self.is_main = self.rank == 0
+        self.step = 0
+        self.batches_drawn = 0
+        self.best: float | None = None
+        self.log_file = None
+        self.tb = None
+
+    # ---- setup -----------------------------------------------------------------------------------
+
+    def setup(self, resume: bool = False) -> None:
+        from transformers import AutoTokenizer
+
+        cfg = self.cfg
+        checkpoint = latest_checkpoint(cfg.output_dir) if resume else None
+        if resume and checkpoint is None:
+            raise ResumeError(f"--resume: no complete checkpoint under {cfg.output_dir}/{CHECKPOINTS}")
+        if checkpoint:
+            self._check_same_config(checkpoint)
+        torch.manual_seed(cfg.train.seed)
+        self.parts: StageParts = build(cfg)  # models are checked against each other here
+        task = self.parts.task
+        self.corpus = open_corpus(cfg.data.train, task if cfg.stage != "general" else None, cfg.data.original_only)
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.teacher)
+        fields = ["text"] if cfg.stage == "general" else list(task.text_fields)
+        regression = task is not None and task.kind == "regression"
+        needs_labels = cfg.stage == "finetune" or (cfg.stage == "task" and cfg.distill.hard_label_weight > 0)
+        self.collator = Collator(self.tokenizer, fields, cfg.data.max_seq_length, regression, needs_labels,
+                                 cfg.data.pad_to_multiple_of)
+        self.eval_rows = self._eval_rows()
+
+        t = cfg.train
+        per_step = t.batch_size * self.world * t.grad_accum
+        self.steps_per_epoch = max(1, math.ceil(self.corpus.total / per_step))
+        self.max_steps = t.max_steps or max(1, math.ceil(t.epochs * self.steps_per_epoch))
+
+        module = self.parts.module.to(self.device)
+        if self.parts.teacher is not None:
+            self.parts.teacher.to(self.device)
+        self.module = module
+        self.ddp = module
+        if self.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.parts.find_unused_parameters)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(_param_groups(module, o.weight_decay), lr=o.lr, eps=o.adam_eps,
+                                           foreach=False)
+        warmup = int(o.warmup_ratio * self.max_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(self.max_steps, warmup))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
+        self.autocast = (torch.autocast(self.device.type, dtype=DTYPES[t.precision])
+                         if t.precision in DTYPES else nullcontext())
+
+        stream = self.corpus.stream(seed=t.seed, shuffle=True, buffer_size=cfg.data.shuffle_buffer,
+                                    chunk_rows=cfg.data.chunk_rows, rank=self.rank, world_size=self.world)
+        if checkpoint:
+            self._load_checkpoint(checkpoint)
+        stream.set_position(self.batches_drawn)
+        self.loader = loader(stream, self.collator, t.batch_size, cfg.data.num_workers)
+        self._open_logs(resume=checkpoint is not None)
+
+    def _eval_rows(self) -> list[dict] | None:
+        if not self.parts.evaluates or self.cfg.data.dev is None:
+            return None
+        from distill.glue import read_eval_rows
+
+        return read_eval_rows(self.cfg.data.dev, self.parts.task)
+
+    def _check_same_config(self, checkpoint: str) -> None:
+        import yaml
+
+        with open(os.path.join(checkpoint, "config.yaml"), encoding="utf-8") as f:
+            saved = config_from_dict(yaml.safe_load(f))
+        diff = differences(saved, self.cfg)
+        if diff:
+            raise ResumeError(f"--resume: the config differs from the checkpoint's in {', '.join(diff)}; "
+                              f"resume with the same config (see {checkpoint}/config.yaml)")
+
+    def _open_logs(self, resume: bool) -> None:
+        if not self.is_main:
+            return
+        os.makedirs(self.cfg.output_dir, exist_ok=True)
+        with open(os.path.join(self.cfg.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
+            f.write(self.cfg.to_yaml())
+        path = os.path.join(self.cfg.output_dir, "log.jsonl")
+        if resume and os.path.exists(path):
+            _truncate_log(path, self.step)
+        self.log_file = open(path, "a" if resume else "w", encoding="utf-8")
+        if self.cfg.train.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(os.path.join(self.cfg.output_dir, "tb"), purge_step=self.step or None)
+            except ImportError:
+                log.info("tensorboard not installed; logging to log.jsonl only")
+
+    # ---- train -----------------------------------------------------------------------------------
+
+    def train(self) -> dict:
+        """Run to ``max_steps``; returns the last evaluation (empty when the stage does not evaluate)."""
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        show = self.is_main and (sys.stderr.isatty() if t.progress is None else t.progress)
+        bar = tqdm(total=self.max_steps, initial=self.step, disable=not show, unit="step", dynamic_ncols=True)
+        batches = iter(self.loader)
+        self.module.train()
+        sums: dict[str, float] = {}
+        last_eval: dict = {}
+        started, window_start = time.perf_counter(), self.step
+        while self.step < self.max_steps:
+            terms = self.train_step(batches)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            self.step += 1
+            bar.update(1)
+            if self.step % t.log_every == 0 or self.step == self.max_steps:
+                n = self.step - window_start
+                rate = n / max(1e-9, time.perf_counter() - started)
+                self._log({k: v / n for k, v in sums.items()} | {"steps_per_s": rate})
+                bar.set_postfix(loss=f"{sums.get('loss', 0.0) / n:.4f}")
+                sums, started, window_start = {}, time.perf_counter(), self.step
+            if t.eval_every and self.step % t.eval_every == 0 and self.step < self.max_steps:
+                last_eval = self.evaluate()
+            if t.save_every and self.step % t.save_every == 0 and self.step < self.max_steps:
+                self.save_checkpoint()
+        bar.close()
+        last_eval = self.evaluate() or last_eval
+        self.save_checkpoint()
+        if self.is_main:
+            save_pretrained(self.parts.model, self.tokenizer, self.cfg, os.path.join(self.cfg.output_dir, "final"),
+                            extra=last_eval or None)
+        _barrier(self.world)
+        return last_eval
+
+    def train_step(self, batches) -> dict[str, float]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean of each term."""
+        t = self.cfg.train
+        totals: dict[str, float] = {}
+        for micro in range(t.grad_accum):
+            batch = _to(next(batches), self.device)
+            self.batches_drawn += 1
+            sync = micro == t.grad_accum - 1 or self.world == 1
+            with (nullcontext() if sync else self.ddp.no_sync()), self.autocast:
+                targets = None
+                if self.parts.teacher_targets is not None:
+                    with torch.no_grad():
+                        targets = self.parts.teacher_targets(batch)
+                terms = self.ddp(batch, targets)
+                self.scaler.scale(terms["loss"] / t.grad_accum).backward()
+            for k, v in terms.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach()) / t.grad_accum
+        self._optimizer_step()
+        return totals
+
+    def _optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.optim.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.optim.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def evaluate(self) -> dict:
+        """Dev metrics on rank 0 (others wait); keeps ``best/`` when the score improves."""
+        if self.eval_rows is None:
+            return {}
+        result = {}
+        if self.is_main:
+            result = evaluate(self.parts.model, self.eval_rows, self.collator_for_eval(), self.parts.task,
+                              self.cfg.train.eval_batch_size, self.device)
+            improved = self.best is None or result["score"] > self.best
+            if improved:
+                self.best = result["score"]
+                save_pretrained(self.parts.model, self.tokenizer, self.cfg,
+                                os.path.join(self.cfg.output_dir, "best"), extra={"step": self.step, **result})
+            self._log({f"eval/{k}": v for k, v in result.items()} | {"best": self.best})
+        _barrier(self.world)
+        if self.world > 1:  # every rank keeps the same best score, so checkpoints agree
+            box = [self.best]
+            dist.broadcast_object_list(box, src=0)
+            self.best = box[0]
+        return result
+
+    def collator_for_eval(self) -> Collator:
+        c = self.collator
+        return Collator(c.tokenizer, c.text_fields, c.max_length, c.regression, True, c.pad_to_multiple_of)
+
+    def _log(self, record: dict) -> None:
+        if not self.is_main:
+            return
+        record = {"step": self.step, "lr": self.scheduler.get_last_lr()[0],
+                  "epoch": self.batches_drawn * self.cfg.train.batch_size * self.world / self.corpus.total, **record}
+        self.log_file.write(json.dumps(record) + "\n")
+        self.log_file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k if "/" in k else f"train/{k}", v, self.step)
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> str:
+        """Write ``checkpoints/step-N`` (all ranks write their RNG; rank 0 the rest), then rotate."""
+        from safetensors.torch import save_file
+
+        path = os.path.join(self.cfg.output_dir, CHECKPOINTS, f"step-{self.step:06d}")
+        os.makedirs(path, exist_ok=True)
+        torch.save(_rng_state(), os.path.join(path, f"rng-rank{self.rank}.pt"))
+        if self.is_main:
+            save_pretrained(self.parts.model, self.tokenizer, self.cfg, os.path.join(path, "model"))
+            projector = getattr(self.module, "projector", None)
+            if projector is not None:
+                save_file(projector.state_dict(), os.path.join(path, "projector.safetensors"))
+            torch.save({"step": self.step, "batches_drawn": self.batches_drawn, "best": self.best,
+                        "world_size": self.world, "num_workers": self.cfg.data.num_workers,
+                        "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "scaler": self.scaler.state_dict()}, os.path.join(path, STATE))
+            with open(os.path.join(path, "config.yaml"), "w", encoding="utf-8") as f:
+                f.write(self.cfg.to_yaml())
+        _barrier(self.world)
+        if self.is_main:
+            open(os.path.join(path, DONE), "w").close()
+            self._rotate()
+        _barrier(self.world)
+        return path
+
+    def _rotate(self) -> None:
+        root = os.path.join(self.cfg.output_dir, CHECKPOINTS)
+        done = sorted(d for d in os.listdir(root) if os.path.exists(os.path.join(root, d, DONE)))
+        for old in done[:-self.cfg.train.keep_checkpoints]:
+            shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+
+    def _load_checkpoint(self, path: str) -> None:
+        from safetensors.torch import load_file
+
+        state = torch.load(os.path.join(path, STATE), map_location="cpu", weights_only=True)
+        if state["world_size"] != self.world:
+            raise ResumeError(f"{path} was written by {state['world_size']} processes, this run has {self.world}; "
+                              f"the data split would differ")
+        model_state = load_file(os.path.join(path, "model", "model.safetensors"), device=str(self.device))
+        missing, unexpected = self.parts.model.load_state_dict(model_state, strict=False)
+        tied = set(getattr(self.parts.model, "all_tied_weights_keys", {}) or {})
+        if unexpected or set(missing) - tied:
+            raise ResumeError(f"{path}: model weights do not match (missing {missing}, unexpected {unexpected})")
+        projector = getattr(self.module, "projector", None)
+        if projector is not None:
+            projector.load_state_dict(load_file(os.path.join(path, "projector.safetensors"), device=str(self.device)))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.batches_drawn, self.best = state["step"], state["batches_drawn"], state["best"]
+        rng = os.path.join(path, f"rng-rank{self.rank}.pt")
+        _set_rng_state(torch.load(rng, map_location="cpu", weights_only=True))
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # ---- cleanup -----------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        if self.log_file is not None:
+            self.log_file.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _truncate_log(path: str, step: int) -> None:
+    """Drop log lines written after ``step`` by the run being resumed (they will be redone)."""
+    with open(path, encoding="utf-8") as f:
+        keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(keep)
+
+
+def main(cfg: Config, resume: bool = False) -> dict:
+    recipe = Recipe(cfg)
+    try:
+        recipe.setup(resume)
+        return recipe.train()
+    finally:
+        recipe.cleanup()

@@ -1,0 +1,183 @@
+"""The CPU-scale SST-2 experiment of issue 5, one command:
+
+    python experiments/sst2_cpu.py --out out/sst2-cpu            # builds everything it needs
+    python experiments/sst2_cpu.py --out out/sst2-cpu --aug-corpus corpora/sst2-aug   # reuse a corpus
+
+1. augmented SST-2 corpus (pipelines/augment.py, TinyBERT augmentation with the MiniLM MLM + GloVe),
+   on the first --max-records training sentences with --n-aug attempts each;
+2. WikiText-2 shards (distill shard-text);
+3. teacher: the MiniLM encoder fine-tuned on the corpus originals (configs/sst2-cpu/teacher.yaml);
+4. general distillation MiniLM -> TinyBERT-4 on WikiText-2 (general.yaml);
+5. task distillation (intermediate.yaml, then prediction.yaml) on the augmented corpus, and on its
+   originals only with the same number of steps (the un-augmented baseline);
+6. dev accuracy, retention (student / teacher), size and CPU latency -> OUT/results.md + .json.
+
+Every stage resumes when rerun (finished stages are skipped). Dev is GLUE SST-2 dev (the checkpoint
+selection split, as in the paper); MRPC/RTE are not touched.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from augment.assets import asset  # noqa: E402
+
+CONFIGS = os.path.join(ROOT, "configs", "sst2-cpu")
+
+
+def sh(*args: str) -> None:
+    print("+", " ".join(args), flush=True)
+    subprocess.run(list(args), check=True, cwd=ROOT)
+
+
+def distill(*args: str) -> None:
+    """``distill ARGS`` in this process (one import of torch/transformers for every stage)."""
+    from distill.cli import main as cli
+
+    print("+ distill", " ".join(args), flush=True)
+    cli(list(args), standalone_mode=False)
+
+
+def stage(out: str, command: list[str], config: str, **overrides) -> str:
+    """Run a distill stage into ``out`` unless it finished; resume it if it was interrupted."""
+    if os.path.exists(os.path.join(out, "final", "config.yaml")):
+        return out
+    from distill.train import latest_checkpoint
+
+    resume = ["--resume"] if latest_checkpoint(out) else []
+    distill(*command, "--config", os.path.join(CONFIGS, config), *resume,
+            *[f"{k}={v}" for k, v in {"output_dir": out, **overrides}.items()])
+    return out
+
+
+def latency_ms(model_dir: str, sentences: list[str], threads: int = 1) -> float:
+    """Median CPU milliseconds per sentence at batch size 1 (``threads`` intra-op threads)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    times = []
+    with torch.inference_mode():
+        for i, s in enumerate(sentences):
+            enc = tok(s, return_tensors="pt", truncation=True, max_length=64)
+            start = time.perf_counter()
+            model(**enc)
+            if i >= 5:  # warm-up
+                times.append(time.perf_counter() - start)
+    times.sort()
+    return 1000 * times[len(times) // 2]
+
+
+def size_info(model_dir: str) -> dict:
+    from safetensors import safe_open
+
+    path = os.path.join(model_dir, "model.safetensors")
+    with safe_open(path, "pt") as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    return {"parameters": params, "mb": round(os.path.getsize(path) / 2**20, 1)}
+
+
+def evaluate(model_dir: str, dev: str) -> dict:
+    from distill.evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(model_dir, "sst2", dev, device="cpu")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="out/sst2-cpu")
+    p.add_argument("--aug-corpus", help="an existing augmented SST-2 corpus (skips step 1)")
+    p.add_argument("--max-records", type=int, default=8000, help="SST-2 training sentences to use")
+    p.add_argument("--n-aug", type=int, default=8, help="augmentation attempts per sentence")
+    p.add_argument("--general-steps", type=int, default=None, help="override general.yaml max_steps")
+    p.add_argument("--task-steps", type=int, default=None, help="steps of each task step (default: 1 epoch of "
+                                                                 "the augmented corpus)")
+    p.add_argument("--teacher-steps", type=int, default=None, help="override teacher.yaml (2 epochs)")
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--latency-sentences", type=int, default=105)
+    p.add_argument("--dev-rows", type=int, default=None, help="use only the first N dev rows (smoke tests)")
+    args = p.parse_args(argv)
+
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    mlm = str(asset("models", "minilm-l6-mlm"))
+    dev = str(asset("glue", "SST-2", "dev.tsv"))
+    if args.dev_rows:
+        with open(dev, encoding="utf-8") as f:
+            head = [next(f) for _ in range(args.dev_rows + 1)]
+        dev = os.path.join(out, "dev-head.tsv")
+        with open(dev, "w", encoding="utf-8") as f:
+            f.writelines(head)
+    corpus = args.aug_corpus or os.path.join(out, "corpus", "sst2-aug")
+    if not os.path.exists(os.path.join(corpus, "manifest.json")):
+        sh(sys.executable, "pipelines/augment.py", "--task", "sst2", "--input", str(asset("glue", "SST-2", "train.tsv")),
+           "--output", corpus, "--teacher", mlm, "--glove", str(asset("glove", "glove.6B.50d.top100k.txt")),
+           "--n-aug", str(args.n_aug), "--max-records", str(args.max_records))
+    wiki = os.path.join(out, "corpus", "wikitext-2")
+    if not os.path.exists(os.path.join(wiki, "manifest.json")):
+        distill("shard-text", "--output", wiki, str(asset("corpus", "wikitext-2.valid.tokens.txt")),
+                str(asset("corpus", "wikitext-2.test.tokens.txt")))
+
+    every = {} if args.eval_every is None else {"train.eval_every": args.eval_every, "train.save_every": args.eval_every}
+    teacher = stage(os.path.join(out, "teacher"), ["finetune"], "teacher.yaml", **{
+        "model.teacher": mlm, "data.train": corpus, "data.dev": dev, **every,
+        **({"train.max_steps": args.teacher_steps} if args.teacher_steps else {})})
+    general = stage(os.path.join(out, "general"), ["general"], "general.yaml", **{
+        "model.teacher": mlm, "data.train": wiki,
+        **({"train.max_steps": args.general_steps} if args.general_steps else {})})
+
+    from distill.data import open_corpus
+    from pipelines.tasks import get_task
+
+    total = open_corpus(corpus, get_task("sst2")).total
+    steps = args.task_steps or math.ceil(total / 32)
+    results = {}
+    for name, original_only in (("augmented", False), ("no-augmentation", True)):
+        common = {"model.teacher": os.path.join(teacher, "best"), "data.train": corpus,
+                  "data.original_only": str(original_only).lower(), "train.max_steps": steps}
+        inter = stage(os.path.join(out, f"{name}-intermediate"), ["task", "--step", "intermediate"],
+                      "intermediate.yaml", **common, **{"model.student": os.path.join(general, "final")})
+        pred = stage(os.path.join(out, f"{name}-prediction"), ["task", "--step", "prediction"], "prediction.yaml",
+                     **common, **every, **{"model.student": os.path.join(inter, "final"), "data.dev": dev})
+        results[name] = os.path.join(pred, "best")
+
+    from distill.glue import read_tsv
+
+    sentences = [r["sentence"] for r in read_tsv(dev, get_task("sst2"))][:args.latency_sentences]
+    rows = {}
+    for name, model_dir in [("teacher (MiniLM-L6 fine-tuned)", os.path.join(teacher, "best")),
+                            ("TinyBERT-4, augmented", results["augmented"]),
+                            ("TinyBERT-4, no augmentation", results["no-augmentation"])]:
+        rows[name] = {**evaluate(model_dir, dev), **size_info(model_dir), "latency_ms": latency_ms(model_dir, sentences)}
+    t_acc = rows["teacher (MiniLM-L6 fine-tuned)"]["accuracy"]
+    lines = ["| model | dev accuracy | retention | parameters | size (MB) | CPU latency (ms, batch 1, 1 thread) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        r["retention"] = r["accuracy"] / t_acc
+        lines.append(f"| {name} | {100 * r['accuracy']:.2f} | {100 * r['retention']:.1f}% | {r['parameters'] / 1e6:.1f}M "
+                     f"| {r['mb']} | {r['latency_ms']:.1f} |")
+    aug, base = rows["TinyBERT-4, augmented"], rows["TinyBERT-4, no augmentation"]
+    summary = {"corpus_rows": total, "task_steps": steps, "rows": rows,
+               "targets": {"augmented_retention_ge_95pct": aug["retention"] >= 0.95,
+                           "augmented_beats_unaugmented": aug["accuracy"] > base["accuracy"]}}
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    print("\n".join(lines))
+    print(json.dumps(summary["targets"]))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Fixtures for distill tests: tiny random BERTs with a tiny vocabulary, and tiny corpora written
+in the corpus builder's shard format (Arrow IPC stream + manifest.json)."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.shards import ShardWriter, task_schema, text_schema
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub; unknown names fail fast
+
+WORDS = ("the a film movie story plot acting good great fine funny sweet bad dull boring awful weak "
+         "not very so and but is was it this of to in with music cast scene").split()
+POSITIVE, NEGATIVE = {"good", "great", "fine", "funny", "sweet"}, {"bad", "dull", "boring", "awful", "weak"}
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "."] + WORDS
+
+
+def tiny_tokenizer():
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True)
+
+
+def tiny_config(layers: int = 4, hidden: int = 32, heads: int = 4, **kw):
+    from transformers import BertConfig
+
+    kw = {"vocab_size": len(VOCAB), "max_position_embeddings": 64, **kw}
+    return BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                      intermediate_size=2 * hidden, **kw)
+
+
+def save_model(model, directory: Path) -> Path:
+    model.save_pretrained(directory)
+    tiny_tokenizer().save_pretrained(directory)
+    return directory
+
+
+def sentence(rng: random.Random) -> tuple[str, int]:
+    """A random sentence and its label: 1 when a positive word comes before any negative word."""
+    words = [rng.choice(WORDS) for _ in range(rng.randint(3, 12))]
+    for w in words:
+        if w in POSITIVE:
+            return " ".join(words), 1
+        if w in NEGATIVE:
+            return " ".join(words), 0
+    words.append(rng.choice(sorted(POSITIVE)))
+    return " ".join(words), 1
+
+
+def write_task_corpus(root: Path, n_source: int = 40, n_aug: int = 2, rows_per_shard: int = 25, seed: int = 0,
+                      task: str = "sst2", fields=("sentence",), label_names=("0", "1"), schema=None) -> Path:
+    """A corpus like the builder's: each source row (aug_index 0) followed by n_aug variants."""
+    rng = random.Random(seed)
+    regression = label_names is None
+    manifest = {"task": task, "text_fields": list(fields), "label_names": None if regression else list(label_names),
+                "counts": {"sources": n_source}}
+    with ShardWriter(str(root), schema or task_schema(fields, regression), rows_per_shard, manifest, batch_rows=7) as w:
+        for i in range(n_source):
+            for a in range(n_aug + 1):
+                row = {"id": f"s{i}-{a}", "source_id": f"s{i}", "aug_index": a}
+                label = None
+                for f in fields:
+                    row[f], label = sentence(rng)
+                row["label"] = float(label) if regression else label
+                w.write(row)
+    return root
+
+
+def write_text_corpus(root: Path, n: int = 60, rows_per_shard: int = 16, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with ShardWriter(str(root), text_schema(), rows_per_shard, {"task": "text", "text_fields": ["text"],
+                                                              "label_names": None}) as w:
+        for i in range(n):
+            w.write({"id": f"t{i}", "text": sentence(rng)[0]})
+    return root
+
+
+def write_dev_tsv(path: Path, n: int = 24, seed: int = 99) -> Path:
+    rng = random.Random(seed)
+    lines = ["sentence\tlabel"] + [f"{s}\t{y}" for s, y in (sentence(rng) for _ in range(n))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory) -> Path:
+    """A tiny pretrained-encoder stand-in (BertForMaskedLM, 4 layers, hidden 32, 4 heads)."""
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    return save_model(BertForMaskedLM(tiny_config()), tmp_path_factory.mktemp("encoder"))
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory) -> Path:
+    """A tiny 'fine-tuned' SST-2 teacher (random weights, classification head saved)."""
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(1)
+    return save_model(BertForSequenceClassification(tiny_config(num_labels=2)), tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture(scope="session")
+def student_config_file(tmp_path_factory) -> Path:
+    """A tiny student config (2 layers, hidden 16, 4 heads like the teacher)."""
+    path = tmp_path_factory.mktemp("student") / "config.json"
+    path.write_text(tiny_config(layers=2, hidden=16, heads=4).to_json_string(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sst2_corpus(tmp_path_factory) -> Path:
+    return write_task_corpus(tmp_path_factory.mktemp("corpus") / "sst2")
+
+
+@pytest.fixture(scope="session")
+def text_corpus(tmp_path_factory) -> Path:
+    return write_text_corpus(tmp_path_factory.mktemp("corpus") / "text")
+
+
+@pytest.fixture(scope="session")
+def dev_tsv(tmp_path_factory) -> Path:
+    return write_dev_tsv(tmp_path_factory.mktemp("glue") / "dev.tsv")
+
+
+@pytest.fixture(scope="session")
+def real_assets() -> Path:
+    """The real assets; missing ones fail under CI and skip elsewhere."""
+    from augment.assets import ENV_VAR, assets_dir
+
+    root = assets_dir()
+    needed = [root / "models" / "minilm-l6-mlm" / "config.json", root / "glue" / "SST-2" / "dev.tsv",
+              root / "corpus" / "wikitext-2.valid.tokens.txt"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        message = f"assets missing ({', '.join(missing)}); set {ENV_VAR}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root

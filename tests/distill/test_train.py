@@ -1,0 +1,181 @@
+"""The stages end to end on tiny models, in-process through the CLI (a few steps each)."""
+import json
+import os
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from distill.cli import main
+
+
+def run_cli(*args, ok=True):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def common(out, **extra):
+    items = {"output_dir": out, "train.batch_size": 8, "train.log_every": 1, "train.save_every": 0,
+             "train.tensorboard": False, "data.shuffle_buffer": 16, "data.chunk_rows": 10, **extra}
+    return [f"{k}={v}" for k, v in items.items()]
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_finetune_evaluates_and_keeps_the_best(tmp_path, encoder_dir, sst2_corpus, dev_tsv):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "teacher"
+    result = run_cli("finetune", *common(out, task="sst2", **{"model.teacher": encoder_dir, "data.train": sst2_corpus,
+                                                               "data.dev": dev_tsv, "train.max_steps": 4,
+                                                               "train.eval_every": 2, "optim.lr": 1e-3}))
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(metrics) == {"accuracy", "score"}
+    for sub in ("best", "final"):
+        model = AutoModelForSequenceClassification.from_pretrained(out / sub)
+        assert model.config.num_labels == 2 and model.config.id2label == {0: "0", 1: "1"}
+        assert os.path.exists(out / sub / "model.safetensors") and os.path.exists(out / sub / "config.yaml")
+    assert json.load(open(out / "best" / "metrics.json"))["step"] in (2, 4)
+    log = read_log(out)
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert sum("eval/accuracy" in r for r in log) == 2
+    saved = yaml.safe_load(open(out / "config.yaml"))
+    assert saved["stage"] == "finetune" and saved["train"]["max_steps"] == 4
+
+
+def test_general_then_task_distillation(tmp_path, encoder_dir, teacher_dir, student_config_file, text_corpus,
+                                        sst2_corpus, dev_tsv):
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    general = tmp_path / "general"
+    run_cli("general", *common(general, **{"model.teacher": encoder_dir, "model.student": student_config_file,
+                                           "data.train": text_corpus, "train.max_steps": 3}))
+    student = AutoModel.from_pretrained(general / "final")
+    assert student.config.num_hidden_layers == 2 and student.config.hidden_size == 16
+    log = read_log(general)
+    assert {"embedding", "hidden", "attention", "loss"} <= set(log[0])
+
+    inter = tmp_path / "inter"
+    run_cli("task", "--step", "intermediate", *common(inter, task="sst2", **{
+        "model.teacher": teacher_dir, "model.student": general / "final", "data.train": sst2_corpus,
+        "train.max_steps": 2, "distill.layer_map": "[2, 4]"}))
+    assert not os.path.exists(inter / "best")  # the intermediate step does not evaluate
+
+    pred = tmp_path / "pred"
+    result = run_cli("task", "--step", "prediction", *common(pred, task="sst2", **{
+        "model.teacher": teacher_dir, "model.student": inter / "final", "data.train": sst2_corpus,
+        "data.dev": dev_tsv, "train.max_steps": 2, "train.eval_every": 1, "distill.temperature": 2.0,
+        "distill.hard_label_weight": 0.5}))
+    assert "accuracy" in json.loads(result.stdout.strip().splitlines()[-1])
+    model = AutoModelForSequenceClassification.from_pretrained(pred / "best")
+    assert model.config.num_hidden_layers == 2
+    assert {"soft", "gold", "loss"} <= set(read_log(pred)[0])
+
+    result = run_cli("eval", "--model", pred / "best", "--task", "sst2", "--data", dev_tsv)
+    metrics = json.loads(result.stdout)
+    assert metrics["rows"] == 24 and 0 <= metrics["accuracy"] <= 1 and metrics["parameters"] > 0
+
+
+def _intermediate_args(out, teacher_dir, student_config_file, sst2_corpus, **extra):
+    return ["task", "--step", "intermediate", *common(out, task="sst2", **{
+        "model.teacher": teacher_dir, "model.student": student_config_file, "data.train": sst2_corpus,
+        "train.max_steps": 6, "train.save_every": 2, "train.grad_accum": 2, "train.batch_size": 4,
+        "train.keep_checkpoints": 5, **extra})]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_ends_where_an_uninterrupted_run_would(tmp_path, monkeypatch, teacher_dir, student_config_file,
+                                                      sst2_corpus, workers):
+    from safetensors.torch import load_file
+
+    from distill import train
+
+    extra = {"data.num_workers": workers}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run_cli(*_intermediate_args(full, teacher_dir, student_config_file, sst2_corpus, **extra))
+
+    original = train.Recipe.train_step
+
+    def dies_at_step_5(self, batches):
+        if self.step == 4:  # after the step-4 checkpoint, during step 5
+            raise RuntimeError("killed")
+        return original(self, batches)
+
+    monkeypatch.setattr(train.Recipe, "train_step", dies_at_step_5)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_cli(*_intermediate_args(killed, teacher_dir, student_config_file, sst2_corpus, **extra), ok=False)
+    monkeypatch.setattr(train.Recipe, "train_step", original)
+    assert not os.path.exists(killed / "final")
+    run_cli(*_intermediate_args(killed, teacher_dir, student_config_file, sst2_corpus, **extra), "--resume")
+
+    a, b = load_file(full / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    last = sorted(os.listdir(full / "checkpoints"))[-1]
+    pa_, pb = (load_file(d / "checkpoints" / last / "projector.safetensors") for d in (full, killed))
+    assert all(torch.equal(pa_[k], pb[k]) for k in pa_)
+    strip = lambda log: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in log]
+    assert strip(read_log(full)) == strip(read_log(killed))
+
+
+def test_resume_refuses_a_different_config(tmp_path, teacher_dir, student_config_file, sst2_corpus):
+    out = tmp_path / "run"
+    run_cli(*_intermediate_args(out, teacher_dir, student_config_file, sst2_corpus, **{"train.max_steps": 2}))
+    result = run_cli(*_intermediate_args(out, teacher_dir, student_config_file, sst2_corpus,
+                                         **{"train.max_steps": 2, "optim.lr": 0.1}), "--resume", ok=False)
+    assert result.exit_code != 0 and "differs from the checkpoint's in optim.lr" in result.output
+    result = run_cli(*_intermediate_args(tmp_path / "none", teacher_dir, student_config_file, sst2_corpus),
+                     "--resume", ok=False)
+    assert "no complete checkpoint" in result.output
+
+
+def test_config_file_and_unknown_keys(tmp_path, teacher_dir, student_config_file, sst2_corpus):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"task": "sst2", "model": {"teacher": str(teacher_dir)},
+                                   "data": {"train": str(sst2_corpus)}, "train": {"max_step": 3}}))
+    result = run_cli("task", "--step", "prediction", "--config", cfg, ok=False)
+    assert result.exit_code == 2 and "unknown config keys: train.max_step" in result.output
+    result = run_cli("task", "--step", "prediction", "--config", cfg, "train.max_step=3", "optim.lrr=1", ok=False)
+    assert "optim.lrr" in result.output
+    result = run_cli("task", "--step", "prediction", "train.batch_size=abc", ok=False)
+    assert "train.batch_size: expected int" in result.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"distill.layer_map": "[1, 2, 3]"}, "has 3 entries; the student has 2"),
+    ({"model.student": "tinybert-9"}, "unknown student 'tinybert-9'"),
+])
+def test_unmappable_pairs_are_refused(tmp_path, teacher_dir, student_config_file, sst2_corpus, extra, message):
+    result = run_cli(*_intermediate_args(tmp_path / "x", teacher_dir, student_config_file, sst2_corpus, **extra), ok=False)
+    assert result.exit_code == 1 and message in result.output
+
+
+def test_head_count_mismatch_is_refused(tmp_path, teacher_dir, sst2_corpus):
+    from tests.distill.conftest import tiny_config
+
+    cfg = tmp_path / "student.json"
+    cfg.write_text(tiny_config(layers=2, hidden=16, heads=2).to_json_string())
+    result = run_cli(*_intermediate_args(tmp_path / "x", teacher_dir, cfg, sst2_corpus), ok=False)
+    assert "student has 2 heads, teacher 4" in result.output
+
+
+def test_untuned_teacher_is_refused(tmp_path, encoder_dir, student_config_file, sst2_corpus):
+    result = run_cli(*_intermediate_args(tmp_path / "x", encoder_dir, student_config_file, sst2_corpus), ok=False)
+    assert "no trained classification head" in result.output
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_precisions_run(tmp_path, teacher_dir, sst2_corpus, dev_tsv, precision):
+    """The autocast path (CPU here; the same code runs bf16/fp16 on GPU, fp16 with a grad scaler)."""
+    out = tmp_path / precision
+    run_cli("task", "--step", "prediction", *common(out, task="sst2", **{
+        "model.teacher": teacher_dir, "model.student": teacher_dir, "data.train": sst2_corpus, "data.dev": dev_tsv,
+        "train.max_steps": 2, "train.precision": precision}))
+    assert all(r["loss"] == r["loss"] for r in read_log(out) if "loss" in r)  # finite, not NaN
