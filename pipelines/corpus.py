@@ -1,0 +1,453 @@
+"""The corpus builder (issue 4): task data -> TinyBERT-augmented Arrow shards + manifest, with Beam.
+
+    python pipelines/augment.py --runner DirectRunner --task sst2 --input glue/SST-2/train.tsv \\
+        --output corpus/sst2 --teacher bert-base-uncased --glove glove.6B.300d.txt --n-aug 20
+
+The pipeline reads as ReadTask -> Augment -> WriteShards, with the rejects of both steps going to
+WriteDeadLetters and everything ending in WriteManifest. Flags this module does not know go to
+Beam's ``PipelineOptions`` (runner, workers, ``--setup_file``...). See docs/pipeline.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
+
+from pipelines import fs
+from pipelines.export import export_tsv
+from pipelines.manifest import (DEAD_LETTER, FORMAT, FORMAT_VERSION, MANIFEST, CorpusError, fingerprint,
+                                package_version, read_manifest, teacher_identity)
+from pipelines.readers import default_columns, tsv_header
+from pipelines.records import InputSpec
+from pipelines.rows import features
+from pipelines.shards import SHARD_PATTERN
+from pipelines.tasks import TaskSpec, get_task
+from pipelines.transforms import (NAMESPACE, Augment, AugmenterLoader, ReadTask, WriteDeadLetters,
+                                  WriteManifest, WriteShards)
+
+log = logging.getLogger("pipelines.corpus")
+
+FORMATS = ("auto", "tsv", "csv", "jsonl", "squad", "hf")
+# AugmentConfig field -> the flag that sets it (for error messages naming the flag).
+PARAM_FLAGS = {"p_t": "--p-t", "n_aug": "--n-aug", "k": "--k", "seed": "--seed", "mlm_input": "--mlm-input",
+               "glove_max_words": "--glove-max-words", "stopwords": "--stopwords", "batch_size": "--batch-size",
+               "pad_multiple": "--pad-multiple", "device": "--device", "dtype": "--dtype"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="augment.py", description="Build a TinyBERT-augmented corpus of a task with Apache Beam.",
+        epilog="Other flags go to Beam (--runner, --direct_num_workers, --setup_file, ...). "
+               "Subcommand: augment.py export-tsv CORPUS DEST.tsv")
+    io = p.add_argument_group("data")
+    io.add_argument("--task", required=True, help="sst2, SST-2, qnli, mnli, rte, squad, ... (any case)")
+    io.add_argument("--input", required=True, action="append",
+                    help="input file(s), globs or URLs (repeat the flag or separate with commas); "
+                         "for --input-format hf a dataset name or saved folder")
+    io.add_argument("--input-format", default="auto", choices=FORMATS,
+                    help="auto: by extension (.tsv, .csv, .jsonl, .json = SQuAD; a folder = hf)")
+    io.add_argument("--text-fields", help="CSV/JSONL/HF/TSV column(s) holding the task's text field(s), "
+                                          "comma-separated, in the task's order")
+    io.add_argument("--label-field", help="column holding the label (default: label, or the GLUE one)")
+    io.add_argument("--hf-config", help="dataset configuration, for --input-format hf (e.g. sst2)")
+    io.add_argument("--split", default="train", help="dataset split, for --input-format hf")
+    io.add_argument("--max-records", type=int, help="read only the first N records of each input")
+    io.add_argument("--output", required=True, help="corpus folder (local, gs://, s3://)")
+    io.add_argument("--overwrite", action="store_true", help="rebuild even when OUTPUT holds a corpus")
+    io.add_argument("--num-shards", type=int, default=8, help="Arrow shards to write (default 8)")
+    io.add_argument("--export-tsv", metavar="PATH", help="also write the authors' train_aug.tsv layout")
+    eng = p.add_argument_group("augmentation (see augment.AugmentConfig)")
+    eng.add_argument("--teacher", required=True, help="masked LM: hub name or folder")
+    eng.add_argument("--glove", required=True, help="GloVe text file")
+    eng.add_argument("--p-t", type=float, default=0.4, help="replacement probability (default 0.4)")
+    eng.add_argument("--n-aug", type=int, default=20, help="N_a, sampling attempts per text (default 20)")
+    eng.add_argument("--k", type=int, default=15, help="K, candidates per word (default 15)")
+    eng.add_argument("--seed", type=int, default=42)
+    eng.add_argument("--mlm-input", default="pair", help="pair (the paper's) or single")
+    eng.add_argument("--glove-max-words", type=int, help="read only the first N GloVe words")
+    eng.add_argument("--stopwords", help="stopword file (default: the authors' list)")
+    eng.add_argument("--augment-context", action="store_true",
+                     help="SQuAD: also augment context words outside every answer")
+    comp = p.add_argument_group("compute (do not change the rows)")
+    comp.add_argument("--batch-size", type=int, default=64, help="masked-LM rows per forward")
+    comp.add_argument("--pad-multiple", type=int, default=8)
+    comp.add_argument("--device", default="cpu")
+    comp.add_argument("--dtype", default="float32")
+    comp.add_argument("--records-per-batch", type=int, default=32, help="records per engine call (max)")
+    comp.add_argument("--torch-threads", type=int, help="torch threads per worker process")
+    comp.add_argument("--progress-seconds", type=float, default=30.0, help="progress log period")
+    return p
+
+
+@dataclass
+class RunConfig:
+    """The resolved flags of a run."""
+
+    spec: TaskSpec
+    inputs: list[InputSpec]
+    output: str
+    teacher: str
+    glove: str
+    params: dict  # AugmentConfig fields
+    augment_context: bool = False
+    num_shards: int = 8
+    max_records: int | None = None
+    records_per_batch: int = 32
+    torch_threads: int | None = None
+    progress_seconds: float = 30.0
+    overwrite: bool = False
+    export_tsv: str | None = None
+
+
+def parse_args(argv: list[str] | None) -> tuple[RunConfig, list[str]]:
+    """Our flags, validated (``SystemExit`` naming the flag on an error), and Beam's flags."""
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    _check_misspelt(parser, beam_args)
+    try:
+        spec = get_task(args.task)
+    except ValueError as e:
+        parser.error(f"argument --task: {e}")
+    params = _engine_params(parser, args)
+    for flag, value in (("--num-shards", args.num_shards), ("--records-per-batch", args.records_per_batch),
+                        ("--max-records", args.max_records), ("--torch-threads", args.torch_threads)):
+        if value is not None and value < 1:
+            parser.error(f"argument {flag}: must be >= 1, got {value}")
+    if args.augment_context and spec.kind != "qa":
+        parser.error(f"argument --augment-context: only for SQuAD, not {spec.name}")
+    if not os.path.isfile(args.glove) and "://" not in args.glove:
+        parser.error(f"argument --glove: no such file: {args.glove}")
+    inputs = _resolve_inputs(parser, args, spec)
+    cfg = RunConfig(spec, inputs, args.output.rstrip("/") or "/", args.teacher, args.glove, params,
+                    args.augment_context, args.num_shards, args.max_records, args.records_per_batch,
+                    args.torch_threads, args.progress_seconds, args.overwrite, args.export_tsv)
+    return cfg, beam_args
+
+
+def _check_misspelt(parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
+    """``--n_aug`` for ``--n-aug`` would silently go to Beam: refuse it, naming the right flag."""
+    ours = {o.lstrip("-").replace("-", "_"): o for a in parser._actions for o in a.option_strings}
+    for arg in beam_args:
+        name = arg.split("=", 1)[0]
+        key = name.lstrip("-").replace("-", "_")
+        if name.startswith("--") and key in ours and name != ours[key]:
+            parser.error(f"unknown flag {name}; did you mean {ours[key]}?")
+
+
+def _engine_params(parser, args) -> dict:
+    from augment import AugmentConfig
+    from augment.words import load_stopwords
+
+    params = {"p_t": args.p_t, "n_aug": args.n_aug, "k": args.k, "seed": args.seed, "mlm_input": args.mlm_input,
+              "glove_max_words": args.glove_max_words, "batch_size": args.batch_size,
+              "pad_multiple": args.pad_multiple, "device": args.device, "dtype": args.dtype}
+    if args.stopwords:
+        try:
+            params["stopwords"] = load_stopwords(args.stopwords)
+        except OSError as e:
+            parser.error(f"argument --stopwords: {e}")
+    try:
+        AugmentConfig(**params)
+    except ValueError as e:
+        field_name = str(e).split()[0]
+        parser.error(f"argument {PARAM_FLAGS.get(field_name, '--' + field_name)}: {e}")
+    return params
+
+
+def detect_format(path: str, spec: TaskSpec) -> str:
+    """The input format from a path's extension (``.gz`` ignored); ``hf`` for anything else."""
+    name = re.sub(r"\.(gz|bz2|zst|deflate)$", "", path.lower())
+    for ext, fmt in ((".tsv", "tsv"), (".csv", "csv"), (".jsonl", "jsonl"), (".ndjson", "jsonl")):
+        if name.endswith(ext):
+            return fmt
+    if name.endswith(".json"):
+        return "squad" if spec.kind == "qa" else "jsonl"
+    return "hf"
+
+
+class FlagError(ValueError):
+    """A flag's value cannot work; ``flag`` names it."""
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(message)
+        self.flag = flag
+
+
+def _resolve_inputs(parser, args, spec: TaskSpec) -> list[InputSpec]:
+    patterns = [p.strip() for flag in args.input for p in flag.split(",") if p.strip()]
+    if not patterns:
+        parser.error("argument --input: no input given")
+    found: list[tuple[str, str]] = []  # (path, format)
+    for pattern in patterns:
+        fmt = args.input_format if args.input_format != "auto" else detect_format(pattern, spec)
+        paths = [pattern] if fmt == "hf" else fs.match(pattern)
+        if not paths:
+            parser.error(f"argument --input: no file matches {pattern!r}")
+        found += [(p, fmt) for p in paths]
+    named = _column_flags(parser, args, spec)
+    inputs, taken = [], set()
+    for path, fmt in found:
+        if fmt == "squad" and spec.kind != "qa":
+            parser.error(f"argument --input-format: squad input {path} for task {spec.name}")
+        if fmt == "tsv" and spec.tsv_layout is None:
+            parser.error(f"argument --input-format: task {spec.name} has no GLUE TSV layout ({path})")
+        stem = args.split if fmt == "hf" else re.sub(r"\..*$", "", fs.basename(path)) or "input"
+        prefix = _unique(stem, taken)
+        if spec.kind == "qa" and len(found) == 1:
+            prefix = ""  # a single SQuAD input: the question ids are the source ids
+        # TSV inputs know their GLUE columns: only the flags' names override them.
+        columns = named if fmt == "tsv" else default_columns(spec) | named
+        inp = InputSpec(path, fmt, prefix, columns, args.hf_config, args.split)
+        try:
+            _check_columns(inp, spec)
+        except FlagError as e:
+            parser.error(f"argument {e.flag}: {e}")
+        inputs.append(inp)
+    return inputs
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    """``stem``, or ``stem1``, ``stem2``... the first not in ``taken`` (which it joins)."""
+    name, n = stem, 0
+    while name in taken:
+        n += 1
+        name = f"{stem}{n}"
+    taken.add(name)
+    return name
+
+
+def _column_flags(parser, args, spec: TaskSpec) -> dict[str, str]:
+    """Task field -> input column, as ``--text-fields`` / ``--label-field`` name them (checked)."""
+    if spec.kind == "qa":
+        if args.text_fields or args.label_field:
+            parser.error("argument --text-fields: SQuAD inputs use the squad_v2 field names")
+        return {}
+    columns = {}
+    if args.text_fields:
+        names = [n.strip() for n in args.text_fields.split(",")]
+        if len(names) != len(spec.text_fields) or not all(names):
+            parser.error(f"argument --text-fields: task {spec.name} has {len(spec.text_fields)} text field(s) "
+                         f"{list(spec.text_fields)}, got {names}")
+        columns.update(zip(spec.text_fields, names))
+    if args.label_field:
+        columns["label"] = args.label_field
+    return columns
+
+
+def _check_columns(inp: InputSpec, spec: TaskSpec) -> None:
+    """Raise :class:`FlagError` when an input cannot be opened as a dataset, or its header / first
+    record lacks a column the run needs."""
+    if inp.format == "hf":
+        from pipelines.readers import load_hf_dataset
+
+        try:
+            names = load_hf_dataset(inp).column_names
+        except Exception as e:
+            raise FlagError("--input", f"cannot load dataset {inp.path!r}: {e}") from e
+    elif inp.format in ("tsv", "csv", "jsonl"):
+        try:
+            names = _first_record_keys(inp, spec)
+        except ValueError as e:  # a TSV header of another task
+            raise FlagError("--text-fields" if inp.columns else "--task", f"{inp.path}: {e}") from e
+        if names is None:
+            return
+    else:
+        return
+    missing = {field: col for field, col in inp.columns.items() if col not in names}
+    if missing:
+        flag = "--label-field" if set(missing) == {"label"} else "--text-fields"
+        raise FlagError(flag, f"{inp.path} has no column(s) {sorted(missing.values())} "
+                              f"(for {sorted(missing)}); it has {sorted(names)}")
+
+
+def _first_record_keys(inp: InputSpec, spec: TaskSpec) -> list[str] | None:
+    """The header (TSV, CSV) or the first JSON object's keys (JSONL); ``None`` = nothing to check."""
+    with fs.open_data(inp.path) as f:
+        for raw in iter(f.readline, b""):
+            line = raw.decode("utf-8-sig", "replace").strip("\r\n")
+            if not line.strip():
+                continue
+            if inp.format == "tsv":
+                header = tsv_header(line, spec, inp.columns)  # raises on a foreign header
+                return header if header is not None and inp.columns else None
+            if inp.format == "csv":
+                import csv
+
+                return next(csv.reader([line]))
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue  # an invalid line is a reject, not a flag error; try the next
+            return list(obj) if isinstance(obj, dict) else None
+    return None
+
+
+# -- identity, manifest, reuse -----------------------------------------------------------------
+def _usage_error(flag: str, message) -> None:
+    build_parser().error(f"argument {flag}: {message}")
+
+
+def describe(cfg: RunConfig, teacher: dict) -> dict:
+    """The manifest's run-independent part, fingerprint included (hashes every input: reads them).
+
+    ``teacher``: :func:`pipelines.manifest.teacher_identity` of ``cfg.teacher``.
+    """
+    from augment import AugmentConfig
+
+    config = AugmentConfig(**cfg.params)
+    inputs = []
+    for inp in cfg.inputs:
+        entry = {"path": inp.path, "format": inp.format, "prefix": inp.prefix, "columns": inp.columns}
+        if inp.format == "hf":
+            from pipelines.readers import load_hf_dataset
+
+            entry |= {"config": inp.hf_config, "split": inp.split,
+                      "dataset_fingerprint": load_hf_dataset(inp)._fingerprint}
+        else:
+            entry["sha256"] = fs.sha256(inp.path)
+        inputs.append(entry)
+    params = config.algorithm_params() | {"augment_context": cfg.augment_context, "num_shards": cfg.num_shards,
+                                          "max_records": cfg.max_records}
+    glove = {"path": cfg.glove, "sha256": fs.sha256(cfg.glove)}
+    identity = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": cfg.spec.name,
+                "inputs": [{k: v for k, v in i.items() if k != "path"} for i in inputs], "params": params,
+                "teacher": {k: teacher[k] for k in ("weights_sha256", "tokenizer_sha256")},
+                "glove_sha256": glove["sha256"]}
+    spec = cfg.spec
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": fingerprint(identity),
+            "task": spec.name, "kind": spec.kind, "text_fields": list(spec.text_fields),
+            "label_names": None if spec.label_names is None else list(spec.label_names),
+            "features": features(spec).to_dict(), "inputs": inputs, "teacher": teacher, "glove": glove,
+            "params": params, "seed": config.seed,
+            "compute": {k: cfg.params[k] for k in ("batch_size", "pad_multiple", "device")}
+            | {"records_per_batch": cfg.records_per_batch, "torch_threads": cfg.torch_threads},
+            "package": {"name": "bert-compress", "version": package_version()},
+            "dead_letter": DEAD_LETTER}
+
+
+def clear_output(output: str) -> None:
+    """Remove what an earlier (finished or dead) build left: manifest first, then the rest."""
+    fs.delete(fs.match(fs.join(output, MANIFEST)))
+    stale = (fs.match(fs.join(output, SHARD_PATTERN)) + fs.match(fs.join(output, DEAD_LETTER))
+             + fs.match(fs.join(output, MANIFEST + ".tmp-*")))
+    fs.delete(stale)
+
+
+# -- the pipeline ------------------------------------------------------------------------------
+def build_pipeline(p: beam.Pipeline, cfg: RunConfig, static: dict, loader, workers: int = 1) -> None:
+    """Add the corpus builder's transforms to ``p``."""
+    records, read_rejects = p | "ReadTask" >> ReadTask(cfg.spec, cfg.inputs, cfg.max_records)
+    rows, aug_rejects = records | "Augment" >> Augment(loader, cfg.spec, cfg.augment_context,
+                                                       cfg.records_per_batch, cfg.progress_seconds, workers)
+    shards = rows | "WriteShards" >> WriteShards(cfg.output, cfg.spec, cfg.num_shards)
+    rejected = ((read_rejects, aug_rejects)
+                | "Rejects" >> beam.Flatten()
+                | "WriteDeadLetters" >> WriteDeadLetters(cfg.output))
+    read = (records, read_rejects) | "AllRead" >> beam.Flatten() | "CountRead" >> beam.combiners.Count.Globally()
+    _ = p | "WriteManifest" >> WriteManifest(cfg.output, static, shards, read, rejected)
+
+
+def expected_workers(options: PipelineOptions) -> int:
+    """How many workers share the work (for the progress ETA); 1 when the runner does not say."""
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    if "Direct" in runner or "FnApiRunner" in runner:
+        return options.view_as(DirectOptions).direct_num_workers or os.cpu_count() or 1
+    worker = options.view_as(WorkerOptions)
+    return worker.num_workers or worker.max_num_workers or 1
+
+
+def run(argv: list[str] | None = None, loader=None) -> dict:
+    """Build (or reuse) the corpus; returns its manifest.
+
+    Args:
+        argv: command-line flags (ours and Beam's); ``None`` = ``sys.argv[1:]``.
+        loader: a picklable callable returning the augmenter; default :class:`AugmenterLoader`
+            from the flags (tests pass a fake).
+    Raises ``SystemExit`` (status 2, message naming the flag) on a flag error, before any work.
+    """
+    cfg, beam_args = parse_args(argv)
+    try:
+        teacher = teacher_identity(cfg.teacher)
+    except (OSError, ValueError) as e:
+        _usage_error("--teacher", e)
+    static = describe(cfg, teacher)
+    try:
+        existing = read_manifest(cfg.output)
+    except (CorpusError, ValueError) as e:
+        _usage_error("--output", e)
+    if existing is not None and not cfg.overwrite:
+        if existing["fingerprint"] != static["fingerprint"]:
+            _usage_error("--output", f"{cfg.output} holds corpus {existing['fingerprint']}, built from other "
+                                     f"inputs or parameters than this run ({static['fingerprint']}); pass "
+                                     "--overwrite to replace it or choose another --output")
+        log.info("reusing corpus %s at %s (same fingerprint; --overwrite rebuilds it)",
+                 existing["fingerprint"], cfg.output)
+        _finish(cfg, existing, None, None)
+        return existing
+    clear_output(cfg.output)
+    options = PipelineOptions(beam_args)
+    static["compute"]["runner"] = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    loader = loader or AugmenterLoader(cfg.teacher, cfg.glove, cfg.params, cfg.torch_threads)
+    log.info("building corpus %s of %s from %d input(s) into %s", static["fingerprint"], cfg.spec.name,
+             len(cfg.inputs), cfg.output)
+    start = time.monotonic()
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, cfg, static, loader, expected_workers(options))
+    result = p.run()
+    result.wait_until_finish()
+    manifest = read_manifest(cfg.output)
+    if manifest is None:
+        raise CorpusError(f"the pipeline finished without writing {fs.join(cfg.output, MANIFEST)}")
+    _finish(cfg, manifest, result, time.monotonic() - start)
+    return manifest
+
+
+def _counters(result) -> dict[str, int]:
+    try:
+        metrics = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    except Exception:  # some runners report no metrics
+        return {}
+    return {m.key.metric.name: (m.committed if m.committed is not None else m.attempted) for m in metrics}
+
+
+def _finish(cfg: RunConfig, manifest: dict, result, seconds: float | None) -> None:
+    c = manifest["counts"]
+    line = (f"corpus {manifest['fingerprint']} ({manifest['task']}) at {cfg.output}: read {c['read']}, "
+            f"accepted {c['accepted']}, rejected {c['rejected']} (see {DEAD_LETTER}), originals "
+            f"{c['originals']}, variants {c['variants']}, rows {c['rows']} in {len(manifest['shards'])} shards")
+    if result is not None:
+        m = _counters(result)
+        line += (f"; texts {m.get('texts', 0)}, MLM rows {m.get('mlm_rows', 0)}, GloVe cache hits "
+                 f"{m.get('glove_cache_hits', 0)} / misses {m.get('glove_cache_misses', 0)}")
+        if seconds:
+            line += f"; {seconds:.1f}s, {m.get('texts', 0) / seconds:.1f} texts/s"
+    log.info(line)
+    if cfg.export_tsv:
+        n = export_tsv(cfg.output, cfg.export_tsv)
+        log.info("exported %d rows to %s", n, cfg.export_tsv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``augment.py [flags]`` builds a corpus; ``augment.py export-tsv CORPUS DEST``."""
+    # force: importing Beam may already have configured the root logger at WARNING.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export-tsv"]:
+        from pipelines.export import main as export_main
+
+        export_main(argv[1:])
+        return
+    run(argv)
+
+
+if __name__ == "__main__":
+    main()

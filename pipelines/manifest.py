@@ -1,0 +1,153 @@
+"""The corpus manifest: what was built from what, its fingerprint, and reusing a corpus (Beam-free).
+
+``OUTPUT/manifest.json`` is written last, atomically, so its presence means the corpus is complete.
+The *fingerprint* hashes everything that decides the rows (input contents, task and fields, teacher
+weights, GloVe file, augmentation parameters and seed, shard count, format version); a run whose
+fingerprint matches an existing manifest reuses that corpus.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines import fs
+
+FORMAT = "bert-compress-augmented-corpus"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEAD_LETTER = "dead-letter.jsonl"
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
+
+
+class CorpusError(ValueError):
+    """A corpus directory is incomplete, of another format, or not the one expected."""
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("bert-compress")
+    except Exception:  # not installed: the source tree's version
+        from augment import __version__
+
+        return __version__
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint(identity: dict) -> str:
+    """SHA-256 (hex, first 16 digits) of the canonical JSON of ``identity``."""
+    return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()[:16]
+
+
+def teacher_identity(teacher: str) -> dict:
+    """{name, weights_sha256, tokenizer_sha256} of a teacher: a model folder (local or URL) or a hub name.
+
+    The weights hash covers every ``*.safetensors`` / ``*.bin`` file in name order; the tokenizer
+    hash ``vocab.txt`` and ``tokenizer_config.json`` (what decides the words). A hub name is
+    resolved through the Hugging Face cache (downloading if needed, as loading the teacher would).
+    Raises ``FileNotFoundError`` when no weights file is found.
+    """
+    weights = fs.match(fs.join(teacher, "*.safetensors")) + fs.match(fs.join(teacher, "*.bin"))
+    tokenizer = [p for name in TOKENIZER_FILES for p in fs.match(fs.join(teacher, name))]
+    if not weights and "://" not in teacher and not Path(teacher).exists():
+        from transformers.utils import cached_file
+
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            path = cached_file(teacher, name, _raise_exceptions_for_missing_entries=False)
+            if path:
+                weights = [path]
+                break
+        tokenizer = [p for p in (cached_file(teacher, name, _raise_exceptions_for_missing_entries=False)
+                                 for name in TOKENIZER_FILES) if p]
+    if not weights:
+        raise FileNotFoundError(f"no weights file (*.safetensors, *.bin) for teacher {teacher!r}")
+    return {"name": teacher, "weights_sha256": _combined_sha256(weights),
+            "weights_files": [fs.basename(p) for p in weights], "tokenizer_sha256": _combined_sha256(tokenizer)}
+
+
+def _combined_sha256(paths: list[str]) -> str | None:
+    """The file's SHA-256, or for several files the SHA-256 of their hashes; ``None`` for none."""
+    digests = [fs.sha256(p) for p in paths]
+    if len(digests) <= 1:
+        return digests[0] if digests else None
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def build_manifest(static: dict, shards: list[dict], counts: dict) -> dict:
+    """The full manifest: ``static`` (identity, inputs, params...) + shard list + counts + time.
+
+    Raises :class:`CorpusError` when the counts do not reconcile (read = accepted + rejected,
+    originals = accepted, rows = originals + variants = sum of shard rows).
+    """
+    shards = sorted(shards, key=lambda s: s["file"])
+    rows = sum(s["rows"] for s in shards)
+    counts = dict(counts, rows=rows, originals=sum(s["originals"] for s in shards),
+                  variants=sum(s["variants"] for s in shards))
+    counts["accepted"] = counts["read"] - counts["rejected"]
+    problems = []
+    if counts["originals"] != counts["accepted"]:
+        problems.append(f"originals {counts['originals']} != accepted {counts['accepted']}")
+    if counts["originals"] + counts["variants"] != rows:
+        problems.append(f"originals + variants != rows {rows}")
+    if problems:
+        raise CorpusError("counts do not reconcile: " + "; ".join(problems) + f" ({counts})")
+    return dict(static, shards=[{"file": s["file"], "rows": s["rows"]} for s in shards], counts=counts,
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def write_manifest(output: str, manifest: dict) -> str:
+    """Write ``OUTPUT/manifest.json`` atomically; returns its path."""
+    path = fs.join(output, MANIFEST)
+    fs.write_atomic(path, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return path
+
+
+def read_manifest(output: str) -> dict | None:
+    """The manifest of the corpus at ``output``, or ``None`` when there is none (not built, or a
+    run that died). Raises :class:`CorpusError` for a manifest of another format."""
+    path = fs.join(output, MANIFEST)
+    if not fs.exists(path):
+        return None
+    manifest = json.loads(fs.read_bytes(path))
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise CorpusError(f"{path}: format {manifest.get('format')} v{manifest.get('format_version')}, "
+                          f"expected {FORMAT} v{FORMAT_VERSION}")
+    return manifest
+
+
+def require_manifest(output: str) -> dict:
+    """The manifest of the corpus at ``output``; :class:`CorpusError` when there is none."""
+    manifest = read_manifest(output)
+    if manifest is None:
+        raise CorpusError(f"{output} has no {MANIFEST}: not a corpus, or its build did not finish")
+    return manifest
+
+
+def load_corpus(output: str, expect_fingerprint: str | None = None):
+    """An existing corpus as one ``datasets.Dataset`` (shards in manifest order), for experiments.
+
+    Args:
+        output: the corpus folder (local; for ``gs://`` copy it first or use ``load_dataset("arrow")``).
+        expect_fingerprint: when given, the corpus must carry this fingerprint.
+    Raises :class:`CorpusError` when the manifest is missing, the fingerprint differs, or a shard's
+    row count is not the manifest's.
+    """
+    import datasets
+
+    manifest = require_manifest(output)
+    if expect_fingerprint is not None and manifest["fingerprint"] != expect_fingerprint:
+        raise CorpusError(f"{output} is corpus {manifest['fingerprint']}, expected {expect_fingerprint}")
+    parts = []
+    for shard in manifest["shards"]:
+        part = datasets.Dataset.from_file(str(Path(output) / shard["file"]))
+        if len(part) != shard["rows"]:
+            raise CorpusError(f"{shard['file']} has {len(part)} rows, the manifest says {shard['rows']}")
+        parts.append(part)
+    return datasets.concatenate_datasets(parts)
