@@ -68,6 +68,10 @@ class Augmenter:
         index = GloveIndex.load(glove, max_words=config.glove_max_words, cache_dir=glove_cache_dir)
         return cls(tokenizer, model, index, config, teacher_name=teacher)
 
+    def words(self, text: str) -> list[str]:
+        """The words of ``text`` as augmentation sees them (the teacher's basic tokenizer)."""
+        return self.tokenizer.words(text)
+
     # -- candidates --------------------------------------------------------------------------
     def candidates(self, texts: Sequence[str], positions=None,
                    on_rows: Callable[[int], None] | None = None) -> list[TextCandidates]:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class Engine(Protocol):
     """What the corpus builder needs of :class:`augment.Augmenter` (fakes in tests provide it)."""
 
-    tokenizer: object  # .words(text) -> list[str]
+    def words(self, text: str) -> list[str]: ...
 
     def augment_batch(self, texts: Sequence[str], ids: Sequence[str] | None = None, positions=None) -> list: ...
 
@@ -119,7 +119,7 @@ def _plan(engine: Engine, records: Sequence[Record], spec: TaskSpec,
         if augment_context:
             context = record.fields["context"]
             if context not in aligned:  # the questions of a paragraph share their context
-                words = engine.tokenizer.words(context)
+                words = engine.words(context)
                 try:
                     aligned[context] = (words, word_spans(context, words))
                 except AlignmentError as e:

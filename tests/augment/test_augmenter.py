@@ -75,7 +75,7 @@ def test_seed_changes_output(tiny_mlm, tiny_glove, tmp_path):
 
 
 def test_positions_restrict_replacements(augmenter):
-    words = augmenter.tokenizer.words(TEXTS[6])
+    words = augmenter.words(TEXTS[6])
     result = augmenter.augment_batch([TEXTS[6]], ["p"], positions=[[0]])[0]
     for variant in result.variant_words:
         assert variant[1:] == words[1:]

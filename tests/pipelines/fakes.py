@@ -1,6 +1,6 @@
 """A deterministic stand-in for augment.Augmenter (no model): fast unit and TestPipeline tests.
 
-It has the engine's interface (``tokenizer.words``, ``augment_batch(texts, ids, positions)``,
+It has the engine's interface (``words``, ``augment_batch(texts, ids, positions)``,
 ``stats()``) and its contract: the original verbatim first, variants that depend only on the
 example id and the text, replaced positions restricted to ``positions`` when given.
 """
@@ -14,21 +14,18 @@ from dataclasses import dataclass
 from augment import Augmented
 
 
-class FakeTokenizer:
-    def words(self, text: str) -> list[str]:
-        """Lower-cased words and punctuation, like BERT's basic tokenizer on ASCII text."""
-        return re.findall(r"\w+|[^\w\s]", text.lower())
-
-
 @dataclass
 class FakeAugmenter:
     n_aug: int = 3
     fail_on: str = "EXPLODE"  # a text containing this makes augment_batch raise
 
     def __post_init__(self):
-        self.tokenizer = FakeTokenizer()
         self.calls = 0
         self.texts = 0
+
+    def words(self, text: str) -> list[str]:
+        """Lower-cased words and punctuation, like BERT's basic tokenizer on ASCII text."""
+        return re.findall(r"\w+|[^\w\s]", text.lower())
 
     def augment_batch(self, texts, ids=None, positions=None):
         ids = list(texts) if ids is None else list(ids)
@@ -38,7 +35,7 @@ class FakeAugmenter:
         for t, (text, example_id) in enumerate(zip(texts, ids)):
             if self.fail_on in text:
                 raise RuntimeError(f"cannot augment {text!r}")
-            words = self.tokenizer.words(text)
+            words = self.words(text)
             allowed = None if positions is None or positions[t] is None else set(positions[t])
             eligible = [i for i, w in enumerate(words) if w.isalpha() and (allowed is None or i in allowed)]
             h = int(hashlib.sha256(example_id.encode()).hexdigest(), 16)

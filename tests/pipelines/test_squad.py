@@ -2,7 +2,7 @@ import pytest
 
 from pipelines.records import Answer
 from pipelines.squad import AlignmentError, match_case, replaceable_positions, splice_variant, word_spans
-from tests.pipelines.fakes import FakeTokenizer
+from tests.pipelines.fakes import FakeAugmenter
 
 CONTEXT = "The Normans (Norman: Nourmands) came from Normandy, a region in France."
 
@@ -22,7 +22,7 @@ def test_word_spans_refuses_words_not_in_the_text():
 
 
 def test_replaceable_positions_skip_every_word_touching_an_answer():
-    words = FakeTokenizer().words(CONTEXT)
+    words = FakeAugmenter().words(CONTEXT)
     spans = word_spans(CONTEXT, words)
     answers = [Answer("Normandy", CONTEXT.index("Normandy")), Answer("Norma", 4)]  # a partial word too
     allowed = replaceable_positions(spans, answers)
@@ -32,7 +32,7 @@ def test_replaceable_positions_skip_every_word_touching_an_answer():
 
 
 def test_splice_variant_keeps_answers_verbatim_and_moves_their_start():
-    words = FakeTokenizer().words(CONTEXT)
+    words = FakeAugmenter().words(CONTEXT)
     spans = word_spans(CONTEXT, words)
     answers = (Answer("Normandy", CONTEXT.index("Normandy")), Answer("France", CONTEXT.index("France")))
     variant = list(words)
@@ -46,7 +46,7 @@ def test_splice_variant_keeps_answers_verbatim_and_moves_their_start():
 
 
 def test_splice_variant_refuses_a_replaced_answer_word():
-    words = FakeTokenizer().words(CONTEXT)
+    words = FakeAugmenter().words(CONTEXT)
     spans = word_spans(CONTEXT, words)
     variant = list(words)
     variant[words.index("france")] = "spain"
