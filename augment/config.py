@@ -1,7 +1,7 @@
 """Parameters of the TinyBERT augmentation, validated in one place."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from augment.mlm import DTYPES, MLM_INPUTS
 

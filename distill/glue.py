@@ -1,57 +1,29 @@
-"""Labelled evaluation rows from a GLUE TSV file (``dev.tsv``) or a corpus directory.
-
-GLUE TSVs are read without quote handling (their texts contain bare quotes), by the column names in
-``TaskSpec.tsv_columns`` (files with a header) or ``tsv_positions`` (CoLA, no header).
-"""
+"""Labelled evaluation rows from a GLUE TSV file (``dev.tsv``) or a corpus directory."""
 from __future__ import annotations
 
-import csv
 import os
-import sys
 
+from pipelines.readers import read_tsv as read_tsv_records
+from pipelines.records import Reject
 from distill.shards import CorpusError
 
 
-def parse_label(task, raw: str) -> int | float:
-    """A TSV label -> a class id in ``task.label_names`` order, or a float score (regression)."""
-    raw = raw.strip()
-    if task.label_names is None:
-        return float(raw)
-    if raw in task.label_names:
-        return task.label_names.index(raw)
-    if raw.isdigit() and int(raw) < task.num_labels:
-        return int(raw)
-    raise CorpusError(f"label {raw!r} is not one of task {task.name}'s labels {list(task.label_names)}")
-
-
 def read_tsv(path: str, task) -> list[dict]:
-    """Rows ``{field: text, ..., "label": id}`` of a labelled GLUE TSV; ``CorpusError`` on a bad row."""
-    csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if task.tsv_positions is not None:
-        positions, body, first = dict(task.tsv_positions), lines, 1
-    else:
-        if not lines or task.tsv_columns is None:
-            raise CorpusError(f"{path}: empty file, or task {task.name} has no TSV layout")
-        header = lines[0]
-        missing = [c for c in task.tsv_columns.values() if c not in header]
-        if missing:
-            raise CorpusError(f"{path}: header {header} lacks columns {missing} for task {task.name}")
-        positions = {field: header.index(col) for field, col in task.tsv_columns.items()}
-        body, first = lines[1:], 2
+    """Rows ``{field: text, ..., "label": id}`` of a labelled GLUE TSV; ``CorpusError`` on a bad row.
+
+    The file is parsed by the corpus builder's reader (:func:`pipelines.readers.read_tsv`), so
+    training and evaluation read GLUE files alike (BOM, header or not, label names or ids); here a
+    row it would send to the dead letters is an error naming the line.
+    """
+    if task.tsv_columns is None and task.tsv_positions is None:
+        raise CorpusError(f"{path}: task {task.name} has no TSV layout")
+    with open(path, "rb") as f:
+        records = list(read_tsv_records(f, task, source=path, prefix="dev"))
     rows = []
-    for n, cells in enumerate(body, start=first):
-        if not cells:
-            continue
-        if len(cells) <= max(positions.values()):
-            raise CorpusError(f"{path}:{n}: {len(cells)} columns, expected at least {max(positions.values()) + 1}")
-        row = {f: cells[i] for f, i in positions.items() if f != "label"}
-        try:
-            row["label"] = parse_label(task, cells[positions["label"]])
-        except (CorpusError, ValueError) as e:
-            raise CorpusError(f"{path}:{n}: {e}") from None
-        rows.append(row)
+    for record in records:
+        if isinstance(record, Reject):
+            raise CorpusError(f"{record.location}: {record.reason}")
+        rows.append({**record.fields, "label": record.label})
     if not rows:
         raise CorpusError(f"{path}: no rows")
     return rows

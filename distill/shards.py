@@ -16,16 +16,9 @@ from typing import Iterable, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-MANIFEST = "manifest.json"
+from pipelines.shards import FORMAT, FORMAT_VERSION, MANIFEST, CorpusError, shard_name  # the one corpus format
+
 TEXT_TASK = "text"  # the manifest task of unlabelled-text shards
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be trained on; the message names the problem."""
-
-
-def shard_name(index: int, total: int) -> str:
-    return f"shard-{index:05d}-of-{total:05d}.arrow"
 
 
 def _is_local(path: str) -> bool:
@@ -98,6 +91,8 @@ def read_manifest(root: str) -> Manifest:
         raise CorpusError(f"{root}: no {MANIFEST}; is this a corpus directory?") from None
     except json.JSONDecodeError as e:
         raise CorpusError(f"{path}: not valid JSON ({e})") from None
+    if raw.get("format", FORMAT) != FORMAT:
+        raise CorpusError(f"{path}: format {raw.get('format')!r}, expected {FORMAT!r}")
     missing = [k for k in ("task", "text_fields", "shards") if k not in raw]
     if missing:
         raise CorpusError(f"{path}: missing keys {missing}")
@@ -173,11 +168,14 @@ class ShardWriter:
             name = shard_name(i, total)
             os.replace(tmp, os.path.join(self.root, name))
             shards.append({"file": name, "rows": n})
-        manifest = {**self.manifest, "shards": shards,
+        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.manifest, "shards": shards,
                     "counts": {**self.manifest.get("counts", {}), "rows": sum(n for _, n in self._written)},
                     "fingerprint": self.manifest.get("fingerprint") or self._hash.hexdigest()[:16]}
-        with open(os.path.join(self.root, MANIFEST), "w", encoding="utf-8") as f:
+        # written last and renamed into place: a manifest on disk means a complete corpus
+        tmp = os.path.join(self.root, MANIFEST + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2)
+        os.replace(tmp, os.path.join(self.root, MANIFEST))
         return read_manifest(self.root)
 
     def __enter__(self) -> "ShardWriter":

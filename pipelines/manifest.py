@@ -14,16 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import fs
+from pipelines.shards import FORMAT, FORMAT_VERSION, MANIFEST, CorpusError  # noqa: F401 (re-exported)
 
-FORMAT = "bert-compress-augmented-corpus"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 DEAD_LETTER = "dead-letter.jsonl"
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
-
-
-class CorpusError(ValueError):
-    """A corpus directory is incomplete, of another format, or not the one expected."""
 
 
 def package_version() -> str:

@@ -14,6 +14,15 @@ import pyarrow as pa
 
 SHARD_PATTERN = "shard-*.arrow"
 WRITE_BATCH_ROWS = 4096
+# The corpus format on disk, shared by every writer (the corpus builder, ``distill shard-text``) and
+# reader (``distill``): shards named by :func:`shard_name` plus a manifest carrying these two keys.
+FORMAT = "bert-compress-augmented-corpus"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class CorpusError(ValueError):
+    """A corpus directory is incomplete, of another format, or not the one expected."""
 
 
 def shard_of(source_id: str, num_shards: int) -> int:

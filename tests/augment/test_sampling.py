@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from augment.sampling import example_rng, sample_variants

@@ -130,15 +130,7 @@ def dev_tsv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_assets() -> Path:
     """The real assets; missing ones fail under CI and skip elsewhere."""
-    from augment.assets import ENV_VAR, assets_dir
+    from tests.conftest import require_assets
 
-    root = assets_dir()
-    needed = [root / "models" / "minilm-l6-mlm" / "config.json", root / "glue" / "SST-2" / "dev.tsv",
-              root / "corpus" / "wikitext-2.valid.tokens.txt"]
-    missing = [str(p) for p in needed if not p.exists()]
-    if missing:
-        message = f"assets missing ({', '.join(missing)}); set {ENV_VAR}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return root
+    return require_assets("models/minilm-l6-mlm/config.json", "glue/SST-2/dev.tsv",
+                          "corpus/wikitext-2.valid.tokens.txt")

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from distill.data import (Collator, ShardStream, buffered_positions, consumer_pieces, loader, make_chunks,
+from distill.data import (Collator, buffered_positions, consumer_pieces, loader, make_chunks,
                           open_corpus, skipped_batches)
 from distill.shards import CorpusError, read_manifest
 from pipelines.tasks import get_task

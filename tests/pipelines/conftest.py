@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from augment.assets import ENV_VAR, assets_dir
+from tests.conftest import require_assets
 
 SST2_TSV = (
     "sentence\tlabel\n"
@@ -63,11 +62,6 @@ def task_files(tmp_path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def assets() -> Path:
-    """The real assets folder; a missing one fails under CI and skips elsewhere."""
-    root = assets_dir()
-    if not (root / "models" / "minilm-l6-mlm").is_dir():
-        message = f"assets not found at {root}; set {ENV_VAR} to the assets directory"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return root
+    """The real assets, with everything the pipeline's integration tests read."""
+    return require_assets("models/minilm-l6-mlm/config.json", "glove/glove.6B.50d.top100k.txt",
+                          "glue/SST-2/train.tsv", "glue/QNLI/dev.tsv", "squad/squad2-train-split.json")
