@@ -127,21 +127,33 @@ def dev_tsv(tmp_path_factory) -> Path:
     return write_dev_tsv(tmp_path_factory.mktemp("glue") / "dev.tsv")
 
 
-@pytest.fixture(scope="session")
-def real_assets() -> Path:
-    """The real assets; missing ones fail under CI and skip elsewhere."""
+def require_assets(*parts: str) -> Path:
+    """The assets directory, when it holds every path in ``parts``; missing ones fail under CI and
+    skip elsewhere."""
     from augment.assets import ENV_VAR, assets_dir
 
     root = assets_dir()
-    needed = [root / "models" / "minilm-l6-mlm" / "config.json", root / "glue" / "SST-2" / "dev.tsv",
-              root / "corpus" / "wikitext-2.valid.tokens.txt"]
-    missing = [str(p) for p in needed if not p.exists()]
+    missing = [str(root / p) for p in parts if not (root / p).exists()]
     if missing:
         message = f"assets missing ({', '.join(missing)}); set {ENV_VAR}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def real_assets() -> Path:
+    """The real assets; missing ones fail under CI and skip elsewhere."""
+    return require_assets("models/minilm-l6-mlm/config.json", "glue/SST-2/dev.tsv",
+                          "corpus/wikitext-2.valid.tokens.txt")
+
+
+@pytest.fixture(scope="session")
+def squad_assets() -> Path:
+    """MiniLM and the SQuAD 2.0 train/eval splits; missing ones fail under CI and skip elsewhere."""
+    return require_assets("models/minilm-l6-mlm/config.json", "squad/squad2-train-split.json",
+                          "squad/squad2-eval-split.json")
 
 
 # --------------------------------------------------------------------------------------------------
