@@ -223,11 +223,13 @@ def open_corpus(root: str, task=None, original_only: bool = False) -> Corpus:
     """Open and check a corpus before training.
 
     Args:
-        task: a ``TaskSpec`` for labelled shards, or ``None`` for unlabelled text (column ``text``).
+        task: a ``TaskSpec`` for labelled shards (SQuAD: the QA columns instead of ``label``), or
+            ``None`` for unlabelled text (column ``text``).
         original_only: keep only rows with ``aug_index == 0`` (the un-augmented baseline).
     Raises:
         CorpusError: a task or label set that does not match, a missing column or wrong label type,
-            labels out of range, a row count that differs from the manifest, an empty corpus.
+            labels out of range, a SQuAD answer not at its answer_start, a row count that differs from
+            the manifest, an empty corpus.
     """
     m = read_manifest(root)
     if task is None:

@@ -268,7 +268,8 @@ def _best_span(start: np.ndarray, end: np.ndarray, offsets: np.ndarray, n_best: 
 
 @torch.no_grad()
 def predict_answers(model, rows: Sequence[dict], collator: QACollator, batch_size: int, device,
-                    allow_null: bool = True, null_threshold: float = 0.0, rows_per_chunk: int = 256) -> tuple[list[str], int]:
+                    allow_null: bool = True, null_threshold: float = 0.0,
+                    rows_per_chunk: int = 256) -> tuple[list[str], int]:
     """Answer texts for ``rows`` and the number of windows. Windows are padded to
     ``max_seq_length`` and run ``batch_size`` at a time."""
     was_training = model.training

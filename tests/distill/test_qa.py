@@ -235,3 +235,27 @@ def test_default_max_seq_length_depends_on_the_task():
     qa = load_config(None, ["task=squad", "model.teacher=x", "data.train=y"], stage="finetune")
     glue = load_config(None, ["task=sst2", "model.teacher=x", "data.train=y"], stage="finetune")
     assert (qa.data.max_seq_length, glue.data.max_seq_length) == (384, 128)
+
+
+def test_squad_resume_ends_where_an_uninterrupted_run_would(tmp_path, monkeypatch, qa_encoder_dir, squad_train_json):
+    from safetensors.torch import load_file
+
+    from distill import train
+
+    extra = {"train.save_every": 2, "train.batch_size": 3}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run_cli(*_qa_args(full, qa_encoder_dir, squad_train_json, **extra))
+    original = train.Recipe.train_step
+
+    def dies_at_step_3(self, batches):
+        if self.step == 2:
+            raise RuntimeError("killed")
+        return original(self, batches)
+
+    monkeypatch.setattr(train.Recipe, "train_step", dies_at_step_3)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_cli(*_qa_args(killed, qa_encoder_dir, squad_train_json, **extra), ok=False)
+    monkeypatch.setattr(train.Recipe, "train_step", original)
+    run_cli(*_qa_args(killed, qa_encoder_dir, squad_train_json, **extra), "--resume")
+    a, b = load_file(full / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
