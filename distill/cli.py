@@ -6,6 +6,8 @@
     distill task --step intermediate --config configs/sst2-task.yaml
     distill task --step prediction   --config configs/sst2-task.yaml model.student=out/int/final
     distill eval --model out/pred/best --task sst2 --data glue/SST-2/dev.tsv
+    distill finetune --config configs/squad-cpu/teacher.yaml data.train=train.json data.dev=dev.json
+    distill eval --model out/squad-teacher/best --task squad --data dev-v2.0.json
 
 Every training command takes ``--config FILE`` and ``KEY=VALUE`` overrides (``train.lr=1e-4``);
 unknown keys are errors. ``--resume`` continues from the newest checkpoint in ``output_dir``.
@@ -58,7 +60,7 @@ def main(verbose: bool) -> None:
 @main.command()
 @_training_command
 def finetune(config, resume, overrides) -> None:
-    """Fine-tune a teacher on a GLUE task corpus (gold labels)."""
+    """Fine-tune a teacher on a GLUE task corpus (gold labels), or on SQuAD (corpus or JSON file)."""
     _run("finetune", config, overrides, resume)
 
 
@@ -80,20 +82,28 @@ def task(step, config, resume, overrides) -> None:
 
 @main.command(name="eval")
 @click.option("--model", "model_path", required=True, help="A checkpoint directory or hub name with a task head.")
-@click.option("--task", "task_name", required=True, help="GLUE task (sst2, cola, mnli, stsb...).")
-@click.option("--data", required=True, help="A GLUE TSV, a GLUE task directory, or a corpus directory.")
+@click.option("--task", "task_name", required=True, help="GLUE task (sst2, cola, mnli, stsb...) or squad.")
+@click.option("--data", required=True, help="A GLUE TSV, a GLUE task directory, or a corpus directory; "
+                                            "for squad a SQuAD JSON file or corpus.")
 @click.option("--split", default="dev", show_default=True, help="The TSV read from a GLUE task directory.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--max-seq-length", type=int, default=128, show_default=True)
+@click.option("--max-seq-length", type=int, default=None, help="Default: 128, or 384 for squad.")
 @click.option("--device", default="auto", show_default=True)
-def eval_(model_path, task_name, data, split, batch_size, max_seq_length, device) -> None:
-    """Evaluate a checkpoint with the task's GLUE metric; prints one JSON object."""
+@click.option("--doc-stride", type=int, default=128, show_default=True,
+              help="squad: tokens shared by consecutive context windows.")
+@click.option("--max-query-length", type=int, default=64, show_default=True, help="squad: question tokens kept.")
+@click.option("--null-threshold", type=float, default=0.0, show_default=True,
+              help="squad 2.0: answer \"\" when the null score beats the best span by more than this.")
+def eval_(model_path, task_name, data, split, batch_size, max_seq_length, device, doc_stride, max_query_length,
+          null_threshold) -> None:
+    """Evaluate a checkpoint with the task's metric (GLUE, or SQuAD EM/F1); prints one JSON object."""
     from distill.evaluate import evaluate_checkpoint
     from distill.models import ModelError
     from distill.shards import CorpusError
 
     try:
-        result = evaluate_checkpoint(model_path, task_name, data, split, batch_size, max_seq_length, device)
+        result = evaluate_checkpoint(model_path, task_name, data, split, batch_size, max_seq_length, device,
+                                     doc_stride, max_query_length, null_threshold)
     except (CorpusError, ModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(result))

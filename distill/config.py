@@ -33,13 +33,18 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """train: a corpus directory (shards + manifest.json). dev: a GLUE TSV, a GLUE task directory
-    (``dev.tsv`` inside) or a corpus directory. original_only: train on aug_index 0 rows only."""
+    """train: a corpus directory (shards + manifest.json); for squad also a SQuAD JSON file. dev: a
+    GLUE TSV, a GLUE task directory (``dev.tsv`` inside) or a corpus directory; for squad a SQuAD JSON
+    file or corpus. original_only: train on aug_index 0 rows only. max_seq_length: null = 128, or
+    384 for squad. doc_stride (tokens shared by consecutive context windows) and max_query_length:
+    squad only."""
 
     train: str | None = None
     dev: str | None = None
     original_only: bool = False
-    max_seq_length: int = 128
+    max_seq_length: int | None = None
+    doc_stride: int = 128
+    max_query_length: int = 64
     shuffle_buffer: int = 10_000
     chunk_rows: int = 1024
     num_workers: int = 0
@@ -229,6 +234,20 @@ def config_from_dict(data: dict) -> Config:
     return cfg
 
 
+def default_max_seq_length(task: str | None) -> int:
+    """128 tokens (GLUE, text), 384 for SQuAD (BERT's QA setting)."""
+    return 384 if task is not None and _task_kind(task) == "qa" else 128
+
+
+def _task_kind(name: str) -> str:
+    from pipelines.tasks import get_task
+
+    try:
+        return get_task(name).kind
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def validate(cfg: Config) -> None:
     """Value checks that do not need the models or data."""
     def need(ok: bool, message: str) -> None:
@@ -242,14 +261,16 @@ def validate(cfg: Config) -> None:
     need(cfg.model.teacher is not None, "model.teacher is required")
     need(cfg.data.train is not None, "data.train (a corpus directory) is required")
     t, o, d = cfg.train, cfg.optim, cfg.data
+    if d.max_seq_length is None:  # resolved here, so the saved config.yaml states it
+        d.max_seq_length = default_max_seq_length(cfg.task)
     for key, value in [("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum),
                        ("train.eval_batch_size", t.eval_batch_size), ("data.max_seq_length", d.max_seq_length),
                        ("data.chunk_rows", d.chunk_rows), ("train.keep_checkpoints", t.keep_checkpoints),
-                       ("train.log_every", t.log_every)]:
+                       ("train.log_every", t.log_every), ("data.max_query_length", d.max_query_length)]:
         need(value >= 1, f"{key} must be >= 1, got {value}")
     for key, value in [("train.eval_every", t.eval_every), ("train.save_every", t.save_every),
                        ("data.num_workers", d.num_workers), ("data.shuffle_buffer", d.shuffle_buffer),
-                       ("optim.weight_decay", o.weight_decay)]:
+                       ("optim.weight_decay", o.weight_decay), ("data.doc_stride", d.doc_stride)]:
         need(value >= 0, f"{key} must be >= 0, got {value}")
     need(t.max_steps is None or t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")
     need(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
@@ -259,14 +280,12 @@ def validate(cfg: Config) -> None:
     need(cfg.distill.temperature > 0, f"distill.temperature must be > 0, got {cfg.distill.temperature}")
     for key in ("embedding_weight", "hidden_weight", "attention_weight", "hard_label_weight"):
         need(getattr(cfg.distill, key) >= 0, f"distill.{key} must be >= 0, got {getattr(cfg.distill, key)}")
-    if cfg.task is not None:
-        from pipelines.tasks import get_task
-
-        try:
-            spec = get_task(cfg.task)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        need(spec.kind != "qa", "QA fine-tuning/distillation is not supported by these stages yet (task squad)")
+    if cfg.task is not None and _task_kind(cfg.task) == "qa":
+        need(cfg.stage == "finetune", f"task {cfg.task}: only `distill finetune` supports QA so far "
+                                      f"(not stage {cfg.stage})")
+        room = d.max_seq_length - d.max_query_length - 3
+        need(d.doc_stride < room, f"data.doc_stride {d.doc_stride} must be < data.max_seq_length - "
+                                  f"data.max_query_length - 3 = {room} (the context tokens of a window)")
 
 
 def differences(a: Config, b: Config) -> list[str]:

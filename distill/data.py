@@ -223,18 +223,21 @@ def open_corpus(root: str, task=None, original_only: bool = False) -> Corpus:
     """Open and check a corpus before training.
 
     Args:
-        task: a ``TaskSpec`` for labelled shards, or ``None`` for unlabelled text (column ``text``).
+        task: a ``TaskSpec`` for labelled shards (SQuAD: the QA columns instead of ``label``), or
+            ``None`` for unlabelled text (column ``text``).
         original_only: keep only rows with ``aug_index == 0`` (the un-augmented baseline).
     Raises:
         CorpusError: a task or label set that does not match, a missing column or wrong label type,
-            labels out of range, a row count that differs from the manifest, an empty corpus.
+            labels out of range, a SQuAD answer not at its answer_start, a row count that differs from
+            the manifest, an empty corpus.
     """
     m = read_manifest(root)
     if task is None:
         columns = ["id", "text"]
     else:
         _check_task(m, task)
-        columns = ["id", *task.text_fields, "label"]
+        columns = ["id", *task.text_fields, "label"] if task.kind != "qa" else ["id", "question", "context",
+                                                                               "answers", "is_impossible"]
     if not m.files:
         raise CorpusError(f"{root}: the corpus is empty (no shards in the manifest)")
     local = "://" not in root or root.startswith("file://")
@@ -250,6 +253,8 @@ def open_corpus(root: str, task=None, original_only: bool = False) -> Corpus:
             raise CorpusError(f"{path}: {table.num_rows} rows but the manifest says {m.rows[i]}")
         if task is not None and task.label_names is not None and table.num_rows:
             _check_label_range(path, table.column("label"), task)
+        if task is not None and task.kind == "qa":
+            _check_qa_rows(path, table)
         sel = None
         if original_only:
             sel = np.flatnonzero(pc.equal(table.column("aug_index"), 0).to_numpy(zero_copy_only=False))
@@ -291,12 +296,27 @@ def _check_columns(path: str, schema: pa.Schema, columns: Sequence[str], task) -
         if c in ("text",) or (task is not None and c in task.text_fields):
             if not (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type)):
                 raise CorpusError(f"{path}: column {c!r} is {schema.field(c).type}, expected string")
-    if task is not None:
+    if task is not None and task.kind == "qa":
+        t = schema.field("answers").type
+        if not (pa.types.is_struct(t) and {"text", "answer_start"} <= {f.name for f in t}):
+            raise CorpusError(f"{path}: answers column is {t}, expected struct<text, answer_start>")
+    elif task is not None:
         t = schema.field("label").type
         ok = pa.types.is_floating(t) if task.label_names is None else pa.types.is_integer(t)
         if not ok:
             want = "float" if task.label_names is None else "integer class ids"
             raise CorpusError(f"{path}: label column is {t}, expected {want} for task {task.name}")
+
+
+def _check_qa_rows(path: str, table: pa.Table) -> None:
+    """Every answer at its answer_start (one pass over the shard)."""
+    from distill.qa import check_answers
+
+    for row in table.select(["id", "context", "answers", "is_impossible"]).to_pylist():
+        try:
+            check_answers(row)
+        except CorpusError as e:
+            raise CorpusError(f"{path}: {e}") from None
 
 
 def _check_label_range(path: str, labels: pa.ChunkedArray, task) -> None:

@@ -7,11 +7,15 @@ import torch
 
 
 def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str = "dev", batch_size: int = 64,
-                        max_seq_length: int = 128, device: str = "auto") -> dict:
-    """GLUE metrics of ``model_path`` on ``data`` (TSV, GLUE directory or corpus); also rows, seconds,
-    parameters. Raises ``ModelError``/``CorpusError``/``ValueError`` naming the problem."""
+                        max_seq_length: int | None = None, device: str = "auto", doc_stride: int = 128,
+                        max_query_length: int = 64, null_threshold: float = 0.0) -> dict:
+    """GLUE metrics of ``model_path`` on ``data`` (TSV, GLUE directory or corpus), or SQuAD EM/F1 on
+    a SQuAD JSON file or corpus; also rows, seconds, parameters. ``max_seq_length``: None = the
+    task's default (128, 384 for SQuAD). Raises ``ModelError``/``CorpusError``/``ValueError``
+    naming the problem."""
     from transformers import AutoTokenizer
 
+    from distill.config import default_max_seq_length
     from distill.data import Collator
     from distill.glue import read_eval_rows
     from distill.models import ModelError, count_parameters, load_model
@@ -19,6 +23,10 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     from pipelines.tasks import get_task
 
     task = get_task(task_name)
+    max_seq_length = max_seq_length or default_max_seq_length(task.name)
+    if task.kind == "qa":
+        return _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc_stride,
+                            max_query_length, null_threshold)
     model = load_model(model_path, "classification")
     if model.config.num_labels != task.num_labels:
         raise ModelError(f"{model_path} has {model.config.num_labels} outputs; task {task.name} has {task.num_labels}")
@@ -30,5 +38,27 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     start = time.perf_counter()
     with torch.no_grad():
         result = evaluate(model, rows, collator, task, batch_size, dev)
+    return {"task": task.name, "rows": len(rows), "seconds": round(time.perf_counter() - start, 3),
+            "parameters": count_parameters(model), **result}
+
+
+def _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc_stride, max_query_length,
+                 null_threshold) -> dict:
+    from transformers import AutoTokenizer
+
+    from distill.models import ModelError, count_parameters, load_model
+    from distill.qa import QACollator, evaluate_qa, read_examples
+    from distill.train import _device
+
+    model = load_model(model_path, "qa")
+    if not any("QuestionAnswering" in a for a in (model.config.architectures or [])):
+        raise ModelError(f"{model_path} has no trained QA head (architectures {model.config.architectures}); "
+                         f"fine-tune it first: distill finetune task=squad")
+    dev = _device(device, 0)
+    model.to(dev).eval()
+    rows = read_examples(data, task)
+    collator = QACollator(AutoTokenizer.from_pretrained(model_path), max_seq_length, doc_stride, max_query_length)
+    start = time.perf_counter()
+    result = evaluate_qa(model, rows, collator, batch_size, dev, null_threshold)
     return {"task": task.name, "rows": len(rows), "seconds": round(time.perf_counter() - start, 3),
             "parameters": count_parameters(model), **result}

@@ -2,8 +2,14 @@
 
 ``compute(metric, predictions, labels)`` returns a dict whose ``score`` is what "best" means:
 accuracy, F1 of class 1, Matthews correlation, or the mean of Pearson and Spearman.
+``squad(predictions, golds)`` is the official SQuAD 2.0 evaluation (EM and F1; ``score`` = F1).
 """
 from __future__ import annotations
+
+import collections
+import re
+import string
+from typing import Sequence
 
 import numpy as np
 
@@ -76,4 +82,63 @@ def compute(metric: str, predictions: np.ndarray, labels: np.ndarray) -> dict[st
         out["score"] = (out["pearson"] + out["spearman"]) / 2
     else:
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# SQuAD (Rajpurkar et al., 2016, 2018): the official v2.0 evaluation script's definitions.
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, gold: str) -> int:
+    return int(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    """Token-overlap F1 of normalised answers; 1 when both are empty, 0 when only one is."""
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((collections.Counter(pred) & collections.Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float]:
+    """SQuAD v2 EM and F1 in percent (max over each question's gold answers), overall and split
+    into answerable (``HasAns``) and unanswerable (``NoAns``) questions, with counts.
+
+    Args:
+        predictions: one answer per question ("" = no answer).
+        golds: each question's gold answers; those that normalise to "" are dropped, and a question
+            left with none is unanswerable (its only gold answer is "").
+    Raises ``ValueError`` when the lengths differ.
+    """
+    if len(predictions) != len(golds):
+        raise ValueError(f"{len(predictions)} predictions for {len(golds)} questions")
+    em, f1, has = [], [], []
+    for pred, answers in zip(predictions, golds):
+        answers = [a for a in answers if normalize_answer(a)] or [""]
+        has.append(answers != [""])
+        em.append(max(exact_match(pred, a) for a in answers))
+        f1.append(max(f1_score(pred, a) for a in answers))
+    em, f1, has = np.array(em, float), np.array(f1, float), np.array(has, bool)
+
+    def pct(x: np.ndarray) -> float:
+        return float(100 * x.mean()) if len(x) else 0.0
+
+    out = {"exact": pct(em), "f1": pct(f1), "total": len(em)}
+    for name, sel in (("HasAns", has), ("NoAns", ~has)):
+        out |= {f"{name}_exact": pct(em[sel]), f"{name}_f1": pct(f1[sel]), f"{name}_total": int(sel.sum())}
+    out["score"] = out["f1"]
     return out

@@ -1,6 +1,7 @@
 """What each stage trains and how its loss is computed (TinyBERT, Jiao et al., 2020, Sec. 3.2).
 
-- ``finetune``: a teacher with a task head on gold labels (cross-entropy, or MSE for STS-B).
+- ``finetune``: a teacher with a task head on gold labels (cross-entropy, or MSE for STS-B; for
+  SQuAD, the mean of the start and end position cross-entropies, Devlin et al., 2019, Sec. 4.2).
 - ``general``: encoder -> encoder on unlabelled text, intermediate layers only.
 - ``task --step intermediate``: fine-tuned teacher -> student on the (augmented) task corpus,
   intermediate layers only.
@@ -37,6 +38,21 @@ class FinetuneLoss(nn.Module):
         logits = features(self.model, batch, need_hidden=False).logits  # (B, C)
         term = _gold_loss(logits, batch["labels"], self.regression)
         return {"loss": term, "gold": term}
+
+
+class QAFinetuneLoss(nn.Module):
+    """Start/end position cross-entropy of a model with a QA head, averaged (BERT's SQuAD loss)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict, targets=None) -> dict[str, torch.Tensor]:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        out = self.model(**inputs, return_dict=True)
+        start = F.cross_entropy(out.start_logits.float(), batch["start_positions"])  # logits (W, T)
+        end = F.cross_entropy(out.end_logits.float(), batch["end_positions"])  # logits (W, T)
+        return {"loss": (start + end) / 2, "start": start, "end": end}
 
 
 def _gold_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -128,6 +144,9 @@ def build(cfg: Config) -> StageParts:
     task = _task(cfg)
     regression = task is not None and task.kind == "regression"
     num_labels = None if task is None else task.num_labels
+    if cfg.stage == "finetune" and task.kind == "qa":
+        model = load_model(cfg.model.teacher, "qa")
+        return StageParts(QAFinetuneLoss(model), model, None, None, task, True, False)
     if cfg.stage == "finetune":
         model = load_model(cfg.model.teacher, "classification", num_labels, regression)
         _label_config(model, task)

@@ -2,7 +2,7 @@
 
 One loop for finetune / general / task (intermediate, prediction): streamed batches, gradient
 accumulation, autocast (bf16/fp16 on GPU), DDP under ``torchrun`` (gloo on CPU, nccl on GPU),
-periodic evaluation with the task's GLUE metric, best-checkpoint keeping, a JSON-lines log,
+periodic evaluation with the task's GLUE metric (SQuAD F1 for QA), best-checkpoint keeping, a JSON-lines log,
 TensorBoard when installed and a tqdm bar.
 
 Layout of ``output_dir``::
@@ -158,9 +158,13 @@ def predict(model: nn.Module, rows: list[dict], collator: Collator, batch_size: 
 
 
 def evaluate(model, rows, collator, task, batch_size: int, device) -> dict:
-    """The task's GLUE metrics on ``rows`` (``score`` picks the best checkpoint)."""
+    """The task's GLUE metrics on ``rows`` (SQuAD EM/F1 for QA; ``score`` picks the best checkpoint)."""
     from distill.metrics import compute
 
+    if task.kind == "qa":
+        from distill.qa import evaluate_qa
+
+        return evaluate_qa(model, rows, collator, batch_size, device)
     regression = task.kind == "regression"
     preds = predict(model, rows, collator, batch_size, device, regression)
     return compute(task.metric, preds, np.array([r["label"] for r in rows]))
@@ -198,13 +202,22 @@ class Recipe:
         torch.manual_seed(cfg.train.seed)
         self.parts: StageParts = build(cfg)  # models are checked against each other here
         task = self.parts.task
-        self.corpus = open_corpus(cfg.data.train, task if cfg.stage != "general" else None, cfg.data.original_only)
+        qa = task is not None and task.kind == "qa"
+        self.corpus = open_corpus(self._train_corpus(qa), task if cfg.stage != "general" else None,
+                                  cfg.data.original_only)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.teacher)
         fields = ["text"] if cfg.stage == "general" else list(task.text_fields)
         regression = task is not None and task.kind == "regression"
         needs_labels = cfg.stage == "finetune" or (cfg.stage == "task" and cfg.distill.hard_label_weight > 0)
-        self.collator = Collator(self.tokenizer, fields, cfg.data.max_seq_length, regression, needs_labels,
-                                 cfg.data.pad_to_multiple_of)
+        if qa:
+            from distill.qa import QACollator
+
+            d = cfg.data
+            self.collator = QACollator(self.tokenizer, d.max_seq_length, d.doc_stride, d.max_query_length,
+                                       d.pad_to_multiple_of)
+        else:
+            self.collator = Collator(self.tokenizer, fields, cfg.data.max_seq_length, regression, needs_labels,
+                                     cfg.data.pad_to_multiple_of)
         self.eval_rows = self._eval_rows()
 
         t = cfg.train
@@ -238,9 +251,26 @@ class Recipe:
         self.loader = loader(stream, self.collator, t.batch_size, cfg.data.num_workers)
         self._open_logs(resume=checkpoint is not None)
 
+    def _train_corpus(self, qa: bool) -> str:
+        """``data.train``; a SQuAD JSON file is first written as a corpus under output_dir (rank 0)."""
+        path = self.cfg.data.train
+        if not (qa and os.path.isfile(path)):
+            return path
+        from distill.qa import json_to_corpus_dir, squad_json_corpus
+
+        root = json_to_corpus_dir(self.cfg.output_dir)
+        if self.is_main:
+            squad_json_corpus(path, root)
+        _barrier(self.world)
+        return root
+
     def _eval_rows(self) -> list[dict] | None:
         if not self.parts.evaluates or self.cfg.data.dev is None:
             return None
+        if self.parts.task.kind == "qa":
+            from distill.qa import read_examples
+
+            return read_examples(self.cfg.data.dev, self.parts.task)
         from distill.glue import read_eval_rows
 
         return read_eval_rows(self.cfg.data.dev, self.parts.task)
@@ -364,6 +394,8 @@ class Recipe:
 
     def collator_for_eval(self) -> Collator:
         c = self.collator
+        if not isinstance(c, Collator):  # QA: the same windows, positions included
+            return c
         return Collator(c.tokenizer, c.text_fields, c.max_length, c.regression, True, c.pad_to_multiple_of)
 
     def _log(self, record: dict) -> None:

@@ -127,10 +127,84 @@ def dev_tsv(tmp_path_factory) -> Path:
     return write_dev_tsv(tmp_path_factory.mktemp("glue") / "dev.tsv")
 
 
+from tests.conftest import require_assets  # noqa: E402  (the one assets guard)
+
+
 @pytest.fixture(scope="session")
 def real_assets() -> Path:
     """The real assets; missing ones fail under CI and skip elsewhere."""
-    from tests.conftest import require_assets
-
     return require_assets("models/minilm-l6-mlm/config.json", "glue/SST-2/dev.tsv",
                           "corpus/wikitext-2.valid.tokens.txt")
+
+
+@pytest.fixture(scope="session")
+def squad_assets() -> Path:
+    """MiniLM and the SQuAD 2.0 train/eval splits; missing ones fail under CI and skip elsewhere."""
+    return require_assets("models/minilm-l6-mlm/config.json", "squad/squad2-train-split.json",
+                          "squad/squad2-eval-split.json")
+
+
+# --------------------------------------------------------------------------------------------------
+# SQuAD: a tiny vocabulary of names and places, questions about who lives where.
+
+QA_NAMES = ("alice", "bob", "carol", "dave", "erin", "frank")
+QA_PLACES = ("paris", "rome", "oslo", "lima", "cairo", "delhi")
+QA_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "?"] + list(QA_NAMES) + list(QA_PLACES) + \
+    "where does do live lives in the city of and who".split()
+
+
+def qa_tokenizer():
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={w: i for i, w in enumerate(QA_VOCAB)}, do_lower_case=True)
+
+
+def qa_paragraph(rng: random.Random, n_people: int = 3) -> tuple[str, dict[str, tuple[str, int]]]:
+    """A context 'Alice lives in Paris. Bob lives in the city of Rome. ...' and name -> (place, char start)."""
+    names = rng.sample(QA_NAMES, n_people)
+    parts, where = [], {}
+    for name in names:
+        place = rng.choice(QA_PLACES)
+        prefix = f"{name.title()} lives in " + rng.choice(["", "the city of "])
+        start = sum(len(p) + 1 for p in parts) + len(prefix)
+        parts.append(f"{prefix}{place.title()}.")
+        where[name] = (place.title(), start)
+    return " ".join(parts), where
+
+
+def write_squad_json(path: Path, n_paragraphs: int = 6, seed: int = 0, n_people: int = 3) -> Path:
+    """A SQuAD 2.0 file: per paragraph, one answerable question per person and one unanswerable."""
+    rng = random.Random(seed)
+    data = []
+    for p in range(n_paragraphs):
+        context, where = qa_paragraph(rng, n_people)
+        qas = [{"id": f"p{p}-{name}", "question": f"Where does {name.title()} live?", "is_impossible": False,
+                "answers": [{"text": place, "answer_start": start}]} for name, (place, start) in where.items()]
+        absent = sorted(set(QA_NAMES) - set(where))[0]
+        qas.append({"id": f"p{p}-{absent}", "question": f"Where does {absent.title()} live?", "is_impossible": True,
+                    "answers": []})
+        data.append({"title": f"t{p}", "paragraphs": [{"context": context, "qas": qas}]})
+    path.write_text(__import__("json").dumps({"version": "v2.0", "data": data}), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def qa_encoder_dir(tmp_path_factory) -> Path:
+    """A tiny pretrained-encoder stand-in with the QA vocabulary (2 layers, hidden 32, 64 positions)."""
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("qa-encoder")
+    BertForMaskedLM(tiny_config(layers=2, vocab_size=len(QA_VOCAB))).save_pretrained(directory)
+    qa_tokenizer().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def squad_train_json(tmp_path_factory) -> Path:
+    return write_squad_json(tmp_path_factory.mktemp("squad") / "train.json", n_paragraphs=8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def squad_dev_json(tmp_path_factory) -> Path:
+    return write_squad_json(tmp_path_factory.mktemp("squad") / "dev.json", n_paragraphs=3, seed=1)
