@@ -87,11 +87,13 @@ def task(step, config, resume, overrides) -> None:
                                             "for squad a SQuAD JSON file or corpus.")
 @click.option("--split", default="dev", show_default=True, help="The TSV read from a GLUE task directory.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--max-seq-length", type=int, default=None, help="Default: 128, or 384 for squad.")
+@click.option("--max-seq-length", type=int, default=None,
+              help="Default: the checkpoint's training setting, else 128 (384 for squad).")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--doc-stride", type=int, default=128, show_default=True,
-              help="squad: tokens shared by consecutive context windows.")
-@click.option("--max-query-length", type=int, default=64, show_default=True, help="squad: question tokens kept.")
+@click.option("--doc-stride", type=int, default=None,
+              help="squad: tokens shared by consecutive context windows (default: as trained, else 128).")
+@click.option("--max-query-length", type=int, default=None,
+              help="squad: question tokens kept (default: as trained, else 64).")
 @click.option("--null-threshold", type=float, default=0.0, show_default=True,
               help="squad 2.0: answer \"\" when the null score beats the best span by more than this.")
 def eval_(model_path, task_name, data, split, batch_size, max_seq_length, device, doc_stride, max_query_length,

@@ -1,18 +1,33 @@
 """``distill eval``: any checkpoint with a task head, on any labelled split."""
 from __future__ import annotations
 
+import os
 import time
 
 import torch
 
 
+def trained_settings(model_path: str) -> dict:
+    """The ``data`` section of the ``config.yaml`` saved beside a checkpoint of ours (``{}`` for a
+    hub name or a directory we did not write): the lengths and windows the model was trained with."""
+    import yaml
+
+    path = os.path.join(model_path, "config.yaml")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        saved = yaml.safe_load(f) or {}
+    return saved.get("data") or {}
+
+
 def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str = "dev", batch_size: int = 64,
-                        max_seq_length: int | None = None, device: str = "auto", doc_stride: int = 128,
-                        max_query_length: int = 64, null_threshold: float = 0.0) -> dict:
+                        max_seq_length: int | None = None, device: str = "auto", doc_stride: int | None = None,
+                        max_query_length: int | None = None, null_threshold: float = 0.0) -> dict:
     """GLUE metrics of ``model_path`` on ``data`` (TSV, GLUE directory or corpus), or SQuAD EM/F1 on
-    a SQuAD JSON file or corpus; also rows, seconds, parameters. ``max_seq_length``: None = the
-    task's default (128, 384 for SQuAD). Raises ``ModelError``/``CorpusError``/``ValueError``
-    naming the problem."""
+    a SQuAD JSON file or corpus; also rows, seconds, parameters. ``max_seq_length``, ``doc_stride``
+    and ``max_query_length`` left None take the values the checkpoint was trained with (its saved
+    ``config.yaml``), else the task's defaults (128 tokens, or 384/128/64 for SQuAD). Raises
+    ``ModelError``/``CorpusError``/``ValueError`` naming the problem."""
     from transformers import AutoTokenizer
 
     from distill.config import default_max_seq_length
@@ -23,7 +38,10 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     from pipelines.tasks import get_task
 
     task = get_task(task_name)
-    max_seq_length = max_seq_length or default_max_seq_length(task.name)
+    trained = trained_settings(model_path)
+    max_seq_length = max_seq_length or trained.get("max_seq_length") or default_max_seq_length(task.name)
+    doc_stride = doc_stride or trained.get("doc_stride") or 128
+    max_query_length = max_query_length or trained.get("max_query_length") or 64
     if task.kind == "qa":
         return _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc_stride,
                             max_query_length, null_threshold)
@@ -39,7 +57,7 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     with torch.no_grad():
         result = evaluate(model, rows, collator, task, batch_size, dev)
     return {"task": task.name, "rows": len(rows), "seconds": round(time.perf_counter() - start, 3),
-            "parameters": count_parameters(model), **result}
+            "parameters": count_parameters(model), "max_seq_length": max_seq_length, **result}
 
 
 def _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc_stride, max_query_length,
@@ -61,4 +79,5 @@ def _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc
     start = time.perf_counter()
     result = evaluate_qa(model, rows, collator, batch_size, dev, null_threshold)
     return {"task": task.name, "rows": len(rows), "seconds": round(time.perf_counter() - start, 3),
-            "parameters": count_parameters(model), **result}
+            "parameters": count_parameters(model), "max_seq_length": max_seq_length, "doc_stride": doc_stride,
+            "max_query_length": max_query_length, **result}

@@ -199,6 +199,16 @@ def test_finetune_and_eval_squad(tmp_path, qa_encoder_dir, squad_train_json, squ
     best = json.load(open(out / "best" / "metrics.json"))
     assert evaluated["f1"] == pytest.approx(best["f1"]) and evaluated["exact"] == pytest.approx(best["exact"])
 
+    # Without the flags, eval takes the windows the checkpoint was trained with (its config.yaml)...
+    implicit = json.loads(run_cli("eval", "--model", out / "best", "--task", "squad", "--data",
+                                  squad_dev_json).stdout)
+    assert (implicit["max_seq_length"], implicit["doc_stride"], implicit["max_query_length"]) == (24, 4, 12)
+    assert implicit["windows"] == evaluated["windows"] and implicit["f1"] == pytest.approx(evaluated["f1"])
+    # ...and a flag still wins: in 64-token windows every context fits in one.
+    whole = json.loads(run_cli("eval", "--model", out / "best", "--task", "squad", "--data", squad_dev_json,
+                               "--max-seq-length", 64).stdout)
+    assert whole["max_seq_length"] == 64 and whole["doc_stride"] == 4 and whole["windows"] == 12
+
 
 def test_finetune_squad_from_a_corpus_directory(tmp_path, qa_encoder_dir, squad_train_json):
     corpus = squad_json_corpus(str(squad_train_json), str(tmp_path / "corpus"))
