@@ -281,8 +281,6 @@ def validate(cfg: Config) -> None:
     for key in ("embedding_weight", "hidden_weight", "attention_weight", "hard_label_weight"):
         need(getattr(cfg.distill, key) >= 0, f"distill.{key} must be >= 0, got {getattr(cfg.distill, key)}")
     if cfg.task is not None and _task_kind(cfg.task) == "qa":
-        need(cfg.stage == "finetune", f"task {cfg.task}: only `distill finetune` supports QA so far "
-                                      f"(not stage {cfg.stage})")
         room = d.max_seq_length - d.max_query_length - 3
         need(d.doc_stride < room, f"data.doc_stride {d.doc_stride} must be < data.max_seq_length - "
                                   f"data.max_query_length - 3 = {room} (the context tokens of a window)")

@@ -93,6 +93,29 @@ def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, temperature
     return -(target * F.log_softmax(student.float() / temperature, dim=-1)).sum(-1).mean()
 
 
+def span_soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
+                            temperature: float = 1.0) -> torch.Tensor:
+    """Soft cross-entropy of QA start and end logits over the tokens of each window, averaged over
+    the two ends and the windows. Padding tokens are excluded from both distributions (the QA head
+    gives them logits, which no answer can use).
+
+    Args:
+        student, teacher: (W, 2, T) start and end logits; mask: (W, T) 1 = real token.
+    """
+    if student.shape != teacher.shape or student.dim() != 3 or student.shape[1] != 2:
+        raise ValueError(f"span logits must both be (W, 2, T); got student {tuple(student.shape)}, "
+                         f"teacher {tuple(teacher.shape)}")
+    if mask.shape != (student.shape[0], student.shape[2]):
+        raise ValueError(f"mask {tuple(mask.shape)} does not match logits {tuple(student.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    pad = (mask == 0)[:, None, :]  # (W, 1, T)
+    target = F.softmax(teacher.float().masked_fill(pad, float("-inf")) / temperature, dim=-1)
+    log_p = F.log_softmax(student.float().masked_fill(pad, float("-inf")) / temperature, dim=-1)
+    # excluded entries: target 0, log_p -inf; zero them rather than form 0 x -inf
+    return -(target * log_p.masked_fill(pad, 0.0)).sum(-1).mean()
+
+
 def logits_mse(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """MSE between student and teacher outputs for regression tasks (STS-B); (B, 1) each.
 

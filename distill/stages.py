@@ -6,7 +6,8 @@
 - ``task --step intermediate``: fine-tuned teacher -> student on the (augmented) task corpus,
   intermediate layers only.
 - ``task --step prediction``: soft cross-entropy against the teacher's logits at a temperature
-  (MSE for regression), plus optionally the gold-label loss.
+  (MSE for regression; for SQuAD over the start and end logits of each window), plus optionally
+  the gold-label loss.
 
 Each stage is a small ``nn.Module`` whose ``forward(batch, targets)`` returns every unweighted term
 and the weighted ``loss``; the teacher stays outside it (frozen, run under ``no_grad``), so the
@@ -87,6 +88,32 @@ class IntermediateLoss(nn.Module):
         return terms
 
 
+class QAPredictionLoss(nn.Module):
+    """Soft cross-entropy of the student's start/end logits against the teacher's over each window's
+    tokens (``losses.span_soft_cross_entropy``) + hard_weight x the gold start/end loss."""
+
+    def __init__(self, student: nn.Module, temperature: float, hard_weight: float = 0.0):
+        super().__init__()
+        self.student, self.temperature, self.hard_weight = student, temperature, hard_weight
+
+    def forward(self, batch: dict, teacher_spans: torch.Tensor) -> dict[str, torch.Tensor]:
+        spans = span_logits(self.student, batch)  # (W, 2, T)
+        soft = losses.span_soft_cross_entropy(spans, teacher_spans, batch["attention_mask"], self.temperature)
+        terms = {"soft": soft, "loss": soft}
+        if self.hard_weight:
+            terms["gold"] = (F.cross_entropy(spans[:, 0].float(), batch["start_positions"])
+                             + F.cross_entropy(spans[:, 1].float(), batch["end_positions"])) / 2
+            terms["loss"] = soft + self.hard_weight * terms["gold"]
+        return terms
+
+
+def span_logits(model: nn.Module, batch: dict) -> torch.Tensor:
+    """(W, 2, T) start and end logits of a QA model."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    out = model(**inputs, return_dict=True)
+    return torch.stack([out.start_logits, out.end_logits], dim=1)
+
+
 class PredictionLoss(nn.Module):
     """Soft cross-entropy against teacher logits (MSE for regression) + hard_weight x gold loss."""
 
@@ -152,14 +179,14 @@ def build(cfg: Config) -> StageParts:
         _label_config(model, task)
         return StageParts(FinetuneLoss(model, regression), model, None, None, task, True, False)
 
-    head = "base" if cfg.stage == "general" else "classification"
+    head = "base" if cfg.stage == "general" else "qa" if task.kind == "qa" else "classification"
     teacher = load_model(cfg.model.teacher, head)
+    if head != "base":
+        trained_head(teacher, head, cfg.model.teacher)
     if head == "classification":
         _check_head(teacher, task, "teacher")
-        if not any("SequenceClassification" in a for a in (teacher.config.architectures or [])):
-            raise ModelError(f"teacher {cfg.model.teacher} has no trained classification head "
-                             f"(architectures {teacher.config.architectures}); fine-tune it first: distill finetune")
-    student = build_student(cfg.model.student, teacher.config, head, num_labels, regression)
+    student = build_student(cfg.model.student, teacher.config, head, num_labels if head != "qa" else None,
+                            regression)
     if head == "classification":
         _check_head(student, task, "student")
         _label_config(student, task)
@@ -167,10 +194,17 @@ def build(cfg: Config) -> StageParts:
 
     if cfg.stage == "task" and cfg.step == "prediction":
         validate_mapping([], student.config, teacher.config)  # vocabulary check
-        module = PredictionLoss(student, regression, cfg.distill.temperature, cfg.distill.hard_label_weight)
+        d = cfg.distill
+        if head == "qa":
+            module = QAPredictionLoss(student, d.temperature, d.hard_label_weight)
 
-        def targets(batch):
-            return features(teacher, batch, need_hidden=False).logits
+            def targets(batch):
+                return span_logits(teacher, batch)
+        else:
+            module = PredictionLoss(student, regression, d.temperature, d.hard_label_weight)
+
+            def targets(batch):
+                return features(teacher, batch, need_hidden=False).logits
 
         return StageParts(module, student, teacher, targets, task, True, False)
 
@@ -192,6 +226,14 @@ def build(cfg: Config) -> StageParts:
         return features(teacher, batch, teacher_layers)
 
     return StageParts(module, student, teacher, targets, task, False, True)
+
+
+def trained_head(model: nn.Module, head: str, name: str) -> None:
+    """Refuse a model whose task head was never trained (its saved architecture has none)."""
+    kind = {"classification": "SequenceClassification", "qa": "QuestionAnswering"}[head]
+    if not any(kind in a for a in (model.config.architectures or [])):
+        raise ModelError(f"teacher {name} has no trained {head} head (architectures "
+                         f"{model.config.architectures}); fine-tune it first: distill finetune")
 
 
 def _check_head(model: nn.Module, task, role: str) -> None:

@@ -201,6 +201,27 @@ def qa_encoder_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def qa_teacher_dir(tmp_path_factory) -> Path:
+    """A tiny 'fine-tuned' SQuAD teacher (random weights, QA head saved; 2 layers, hidden 32)."""
+    from transformers import BertForQuestionAnswering
+
+    torch.manual_seed(2)
+    directory = tmp_path_factory.mktemp("qa-teacher")
+    BertForQuestionAnswering(tiny_config(layers=2, vocab_size=len(QA_VOCAB))).save_pretrained(directory)
+    qa_tokenizer().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def qa_student_config_file(tmp_path_factory) -> Path:
+    """A tiny QA student config (1 layer, hidden 16, 4 heads like the teacher)."""
+    path = tmp_path_factory.mktemp("qa-student") / "config.json"
+    path.write_text(tiny_config(layers=1, hidden=16, heads=4, vocab_size=len(QA_VOCAB)).to_json_string(),
+                    encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
 def squad_train_json(tmp_path_factory) -> Path:
     return write_squad_json(tmp_path_factory.mktemp("squad") / "train.json", n_paragraphs=8, seed=0)
 

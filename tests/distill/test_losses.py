@@ -74,6 +74,29 @@ def test_soft_cross_entropy_minimum_is_teacher_entropy():
     assert losses.soft_cross_entropy(teacher.clone(), teacher).item() == pytest.approx(entropy, rel=1e-6)
 
 
+def test_span_soft_cross_entropy_hand_computed_and_padding_excluded():
+    # one window of 3 tokens, the third is padding. start: student [ln2, 0 | pad], teacher [0, ln3 | pad]
+    # end: student == teacher == [0, 0 | pad]
+    student = torch.tensor([[[math.log(2.0), 0.0, 7.0], [0.0, 0.0, -3.0]]])  # (W=1, 2, T=3)
+    teacher = torch.tensor([[[0.0, math.log(3.0), 9.0], [0.0, 0.0, 5.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    start = -(0.25 * math.log(2 / 3) + 0.75 * math.log(1 / 3))
+    end = math.log(2.0)  # uniform over two tokens: the teacher's entropy
+    value = losses.span_soft_cross_entropy(student, teacher, mask)
+    assert value.item() == pytest.approx((start + end) / 2, rel=1e-6)
+    # whatever the padding logits, nothing changes, and their gradient is 0 (not nan)
+    student = student.clone().requires_grad_(True)
+    losses.span_soft_cross_entropy(student, teacher, mask).backward()
+    assert torch.isfinite(student.grad).all() and student.grad[0, :, 2].abs().max() == 0
+    other = student.detach().clone()
+    other[0, :, 2] = torch.tensor([-50.0, 50.0])
+    assert losses.span_soft_cross_entropy(other, teacher, mask).item() == pytest.approx(value.item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"\(W, 2, T\)"):
+        losses.span_soft_cross_entropy(student[:, :1], teacher[:, :1], mask)
+    with pytest.raises(ValueError, match="does not match"):
+        losses.span_soft_cross_entropy(student, teacher, mask[:, :2])
+
+
 def test_logits_mse_for_regression():
     assert losses.logits_mse(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [1.0]])).item() == pytest.approx(2.5)
 

@@ -233,10 +233,37 @@ def test_bad_qa_inputs_are_refused_before_training(tmp_path, qa_encoder_dir, enc
     assert result.exit_code == 2 and "data.doc_stride 9 must be < " in result.output
     result = run_cli("task", "--step", "prediction", *common(tmp_path / "d", task="squad", **{
         "model.teacher": qa_encoder_dir, "data.train": squad_train_json}), ok=False)
-    assert result.exit_code == 2 and "only `distill finetune` supports QA" in result.output
+    assert result.exit_code == 1 and "has no trained qa head" in result.output
 
     result = run_cli("eval", "--model", encoder_dir, "--task", "squad", "--data", squad_train_json, ok=False)
     assert result.exit_code == 1 and "no trained QA head" in result.output
+
+
+def test_squad_task_distillation_intermediate_then_prediction(tmp_path, qa_teacher_dir, qa_student_config_file,
+                                                              squad_train_json, squad_dev_json):
+    from transformers import AutoModelForQuestionAnswering
+
+    windows = {"task": "squad", "model.teacher": qa_teacher_dir, "data.train": squad_train_json,
+               "data.max_seq_length": 24, "data.doc_stride": 4, "data.max_query_length": 12,
+               "train.max_steps": 3, "optim.lr": 1e-3}
+    inter = tmp_path / "inter"
+    run_cli("task", "--step", "intermediate", *common(inter, **windows, **{"model.student": qa_student_config_file}))
+    assert {"embedding", "hidden", "attention", "loss"} <= set(read_log(inter)[0])
+
+    pred = tmp_path / "pred"
+    result = run_cli("task", "--step", "prediction", *common(pred, **windows, **{
+        "model.student": inter / "final", "data.dev": squad_dev_json, "train.eval_every": 3,
+        "distill.temperature": 2.0, "distill.hard_label_weight": 0.5}))
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["total"] == 12 and 0 <= metrics["f1"] <= 100
+    log = read_log(pred)
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
+    assert all(abs(r["loss"] - (r["soft"] + 0.5 * r["gold"])) < 1e-5 for r in log if "loss" in r)
+    model = AutoModelForQuestionAnswering.from_pretrained(pred / "best")
+    assert model.config.num_hidden_layers == 1 and model.config.architectures == ["BertForQuestionAnswering"]
+    evaluated = json.loads(run_cli("eval", "--model", pred / "best", "--task", "squad", "--data",
+                                   squad_dev_json).stdout)
+    assert evaluated["f1"] == pytest.approx(metrics["f1"])
 
 
 def test_default_max_seq_length_depends_on_the_task():
