@@ -6,6 +6,7 @@
     distill task --step intermediate --config configs/sst2-task.yaml
     distill task --step prediction   --config configs/sst2-task.yaml model.student=out/int/final
     distill eval --model out/pred/best --task sst2 --data glue/SST-2/dev.tsv
+    distill prune --config configs/squad-cpu/prune.yaml prune.strategy=gain output_dir=out/prune
     distill finetune --config configs/squad-cpu/teacher.yaml data.train=train.json data.dev=dev.json
     distill eval --model out/squad-teacher/best --task squad --data dev-v2.0.json
 
@@ -78,6 +79,15 @@ def general(config, resume, overrides) -> None:
 def task(step, config, resume, overrides) -> None:
     """Task distillation on (augmented) task shards."""
     _run("task", config, overrides, resume, step=step)
+
+
+@main.command()
+@_training_command
+def prune(config, resume, overrides) -> None:
+    """Structured pruning (McCarley et al. 2019): remove attention heads and FFN units of a fine-tuned
+    model (model.teacher) chosen by prune.strategy (random, gain or l0); writes output_dir/pruned.
+    Recover with `distill task --step prediction model.student=OUTPUT_DIR/pruned`."""
+    _run("prune", config, overrides, resume)
 
 
 @main.command(name="eval")

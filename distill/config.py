@@ -13,7 +13,9 @@ from typing import Any, Sequence
 
 import yaml
 
-STAGES = ("finetune", "general", "task")
+STAGES = ("finetune", "general", "task", "prune")
+PRUNE_STRATEGIES = ("random", "gain", "l0")
+PRUNE_SCOPES = ("global", "layer")
 STEPS = ("intermediate", "prediction")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -97,6 +99,25 @@ class LossConfig:
 
 
 @dataclass
+class PruneConfig:
+    """``distill prune`` (McCarley et al., 2019): strategy random | gain | l0 decides which heads and
+    FFN units of ``model.teacher`` go. keep_heads / keep_ffn: the fraction kept, of all heads / units
+    (scope global) or of each layer's (scope layer); every layer keeps at least one head. gain:
+    |dL/dgate| of the gold-label loss averaged over gain_batches training batches. l0: hard-concrete
+    gates trained for train.max_steps (weights frozen; optim.lr is the gates' learning rate) on the
+    soft cross-entropy against the unpruned model + l0_lambda x the expected fraction of open gates;
+    gates start open with probability l0_init_open. Then the best-scored are kept."""
+
+    strategy: str = "gain"
+    keep_heads: float = 0.5
+    keep_ffn: float = 0.5
+    scope: str = "global"
+    gain_batches: int = 32
+    l0_lambda: float = 1.0
+    l0_init_open: float = 0.9
+
+
+@dataclass
 class Config:
     stage: str = "task"
     step: str | None = None
@@ -107,6 +128,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: LossConfig = field(default_factory=LossConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -280,10 +302,26 @@ def validate(cfg: Config) -> None:
     need(cfg.distill.temperature > 0, f"distill.temperature must be > 0, got {cfg.distill.temperature}")
     for key in ("embedding_weight", "hidden_weight", "attention_weight", "hard_label_weight"):
         need(getattr(cfg.distill, key) >= 0, f"distill.{key} must be >= 0, got {getattr(cfg.distill, key)}")
+    if cfg.stage == "prune":
+        _validate_prune(cfg, need)
     if cfg.task is not None and _task_kind(cfg.task) == "qa":
         room = d.max_seq_length - d.max_query_length - 3
         need(d.doc_stride < room, f"data.doc_stride {d.doc_stride} must be < data.max_seq_length - "
                                   f"data.max_query_length - 3 = {room} (the context tokens of a window)")
+
+
+def _validate_prune(cfg: Config, need) -> None:
+    p = cfg.prune
+    need(p.strategy in PRUNE_STRATEGIES, f"prune.strategy must be one of {PRUNE_STRATEGIES}, got {p.strategy!r}")
+    need(p.scope in PRUNE_SCOPES, f"prune.scope must be one of {PRUNE_SCOPES}, got {p.scope!r}")
+    for key in ("keep_heads", "keep_ffn"):
+        value = getattr(p, key)
+        need(0 < value <= 1 if key == "keep_heads" else 0 <= value <= 1,
+             f"prune.{key} is the fraction kept: must be in {'(0, 1]' if key == 'keep_heads' else '[0, 1]'}, "
+             f"got {value}")
+    need(p.gain_batches >= 1, f"prune.gain_batches must be >= 1, got {p.gain_batches}")
+    need(p.l0_lambda >= 0, f"prune.l0_lambda must be >= 0, got {p.l0_lambda}")
+    need(0 < p.l0_init_open < 1, f"prune.l0_init_open must be in (0, 1), got {p.l0_init_open}")
 
 
 def differences(a: Config, b: Config) -> list[str]:

@@ -33,7 +33,8 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     from distill.config import default_max_seq_length
     from distill.data import Collator
     from distill.glue import read_eval_rows
-    from distill.models import ModelError, count_parameters, load_model
+    from distill.models import ModelError, count_parameters
+    from distill.pruning import load_pruned
     from distill.train import _device, evaluate
     from pipelines.tasks import get_task
 
@@ -45,7 +46,7 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     if task.kind == "qa":
         return _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc_stride,
                             max_query_length, null_threshold)
-    model = load_model(model_path, "classification")
+    model = load_pruned(model_path, "classification")  # compacted when saved pruned: same outputs, less work
     if model.config.num_labels != task.num_labels:
         raise ModelError(f"{model_path} has {model.config.num_labels} outputs; task {task.name} has {task.num_labels}")
     dev = _device(device, 0)
@@ -64,11 +65,12 @@ def _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc
                  null_threshold) -> dict:
     from transformers import AutoTokenizer
 
-    from distill.models import ModelError, count_parameters, load_model
+    from distill.models import ModelError, count_parameters
+    from distill.pruning import load_pruned
     from distill.qa import QACollator, evaluate_qa, read_examples
     from distill.train import _device
 
-    model = load_model(model_path, "qa")
+    model = load_pruned(model_path, "qa")
     if not any("QuestionAnswering" in a for a in (model.config.architectures or [])):
         raise ModelError(f"{model_path} has no trained QA head (architectures {model.config.architectures}); "
                          f"fine-tune it first: distill finetune task=squad")

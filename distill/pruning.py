@@ -405,10 +405,28 @@ def save_pruned(model: nn.Module, mask: PruneMask, directory: str, tokenizer=Non
     model.save_pretrained(directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
+    write_mask(mask, directory, effective_parameters(model, mask))
+
+
+def write_mask(mask: PruneMask, directory: str, parameters: int | None = None) -> None:
+    """``directory/pruning.json``: the kept heads and units per layer, a summary, and the
+    parameter count once compacted."""
+    summary = mask.summary() | ({} if parameters is None else {"parameters": parameters})
     tmp = os.path.join(directory, PRUNING_FILE + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({**mask.to_dict(), **{"summary": mask.summary()}}, f, indent=1)
+        json.dump({**mask.to_dict(), "summary": summary}, f, indent=1)
     os.replace(tmp, os.path.join(directory, PRUNING_FILE))
+
+
+def mask_gates(model: nn.Module, mask: PruneMask) -> Gates:
+    """Fixed gates holding ``mask`` attached to ``model``: while training a pruned model, its
+    pruned heads and units stay out of the function whatever the optimizer does to their weights."""
+    _check_fits(model, mask)
+    gates = Gates.for_model(model)
+    gates.head_values.copy_(mask.heads.float())
+    gates.ffn_values.copy_(mask.ffn.float())
+    model.pruning_mask = mask
+    return gates.attach(model)
 
 
 def read_mask(directory: str) -> PruneMask | None:

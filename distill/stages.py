@@ -15,6 +15,7 @@ module is exactly what DistributedDataParallel wraps.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +27,7 @@ from distill import losses
 from distill.config import Config
 from distill.mapping import build_mapping, validate_mapping
 from distill.models import Features, ModelError, Projector, build_student, features, load_model
+from distill.pruning import PRUNING_FILE
 
 
 class FinetuneLoss(nn.Module):
@@ -49,11 +51,28 @@ class QAFinetuneLoss(nn.Module):
         self.model = model
 
     def forward(self, batch: dict, targets=None) -> dict[str, torch.Tensor]:
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-        out = self.model(**inputs, return_dict=True)
-        start = F.cross_entropy(out.start_logits.float(), batch["start_positions"])  # logits (W, T)
-        end = F.cross_entropy(out.end_logits.float(), batch["end_positions"])  # logits (W, T)
+        start, end = _span_gold_losses(span_logits(self.model, batch), batch)
         return {"loss": (start + end) / 2, "start": start, "end": end}
+
+
+def _span_gold_losses(spans: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of (W, 2, T) start/end logits against the gold positions (W,) each."""
+    return (F.cross_entropy(spans[:, 0].float(), batch["start_positions"]),
+            F.cross_entropy(spans[:, 1].float(), batch["end_positions"]))
+
+
+def gold_loss_fn(task) -> Callable[[nn.Module, dict], torch.Tensor]:
+    """``(model, batch) -> loss`` on gold labels: start/end cross-entropy for QA, else the task's
+    classification (or regression) loss. The pruning gain scores differentiate this."""
+    if task.kind == "qa":
+        def qa(model, batch):
+            return sum(_span_gold_losses(span_logits(model, batch), batch)) / 2
+        return qa
+
+    def classify(model, batch):
+        return _gold_loss(features(model, batch, need_hidden=False).logits, batch["labels"],
+                          task.kind == "regression")
+    return classify
 
 
 def _gold_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -101,8 +120,7 @@ class QAPredictionLoss(nn.Module):
         soft = losses.span_soft_cross_entropy(spans, teacher_spans, batch["attention_mask"], self.temperature)
         terms = {"soft": soft, "loss": soft}
         if self.hard_weight:
-            terms["gold"] = (F.cross_entropy(spans[:, 0].float(), batch["start_positions"])
-                             + F.cross_entropy(spans[:, 1].float(), batch["end_positions"])) / 2
+            terms["gold"] = sum(_span_gold_losses(spans, batch)) / 2
             terms["loss"] = soft + self.hard_weight * terms["gold"]
         return terms
 
@@ -180,6 +198,8 @@ def build(cfg: Config) -> StageParts:
         return StageParts(FinetuneLoss(model, regression), model, None, None, task, True, False)
 
     head = "base" if cfg.stage == "general" else "qa" if task.kind == "qa" else "classification"
+    if cfg.stage == "prune":
+        return _l0_prune(cfg, task, head, regression)
     teacher = load_model(cfg.model.teacher, head)
     if head != "base":
         trained_head(teacher, head, cfg.model.teacher)
@@ -191,6 +211,7 @@ def build(cfg: Config) -> StageParts:
         _check_head(student, task, "student")
         _label_config(student, task)
     teacher.eval().requires_grad_(False)
+    gates = _keep_pruned(student, cfg)
 
     if cfg.stage == "task" and cfg.step == "prediction":
         validate_mapping([], student.config, teacher.config)  # vocabulary check
@@ -206,6 +227,8 @@ def build(cfg: Config) -> StageParts:
             def targets(batch):
                 return features(teacher, batch, need_hidden=False).logits
 
+        if gates is not None:
+            module.gates = gates  # moves to the device with the module
         return StageParts(module, student, teacher, targets, task, True, False)
 
     d = cfg.distill
@@ -226,6 +249,72 @@ def build(cfg: Config) -> StageParts:
         return features(teacher, batch, teacher_layers)
 
     return StageParts(module, student, teacher, targets, task, False, True)
+
+
+def _keep_pruned(student: nn.Module, cfg: Config):
+    """A student saved by ``distill prune`` (``pruning.json`` beside it) trains with its pruned heads
+    and units held shut by fixed gates, and is saved pruned again. Returns the gates or None."""
+    from distill.pruning import mask_gates, read_mask
+
+    spec = cfg.model.student
+    mask = read_mask(spec) if os.path.isdir(spec) else None
+    if mask is None:
+        return None
+    if cfg.stage != "task" or cfg.step != "prediction":
+        raise ModelError(f"student {spec} is pruned ({PRUNING_FILE}); it distils with `distill task --step "
+                         f"prediction` (its pruned heads have no attention maps to match)")
+    return mask_gates(student, mask)
+
+
+def _l0_prune(cfg: Config, task, head: str, regression: bool) -> StageParts:
+    """``distill prune`` with strategy l0: hard-concrete gates on a frozen copy of ``model.teacher``,
+    trained against the unpruned model's soft labels (the random and gain strategies need no
+    training loop: ``distill.prune``)."""
+    from distill.pruning import Gates
+
+    if cfg.prune.strategy != "l0":
+        raise ValueError(f"prune.strategy {cfg.prune.strategy!r} does not train; run it with distill.prune.run")
+    teacher = load_model(cfg.model.teacher, head, *(() if head == "qa" else (task.num_labels, regression)))
+    trained_head(teacher, head, cfg.model.teacher)
+    model = load_model(cfg.model.teacher, head, *(() if head == "qa" else (task.num_labels, regression)))
+    teacher.eval().requires_grad_(False)
+    model.requires_grad_(False)
+    gates = Gates.for_model(model, "l0", cfg.prune.l0_init_open).attach(model)
+    d = cfg.distill
+    if head == "qa":
+        inner = QAPredictionLoss(model, d.temperature, d.hard_label_weight)
+
+        def targets(batch):
+            return span_logits(teacher, batch)
+    else:
+        inner = PredictionLoss(model, regression, d.temperature, d.hard_label_weight)
+
+        def targets(batch):
+            return features(teacher, batch, need_hidden=False).logits
+
+    return StageParts(L0PruneLoss(inner, gates, cfg.prune.l0_lambda), model, teacher, targets, task, False, False)
+
+
+class L0PruneLoss(nn.Module):
+    """The prediction loss of a frozen model under hard-concrete gates + ``l0_lambda`` x the
+    expected fraction of open gates (heads and FFN units weighted equally). Only the gates train;
+    the model stays in eval mode (no dropout) while the gates sample."""
+
+    def __init__(self, inner: nn.Module, gates: nn.Module, l0_lambda: float):
+        super().__init__()
+        self.inner, self.gates, self.l0_lambda = inner, gates, l0_lambda
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.inner.eval()
+        return self
+
+    def forward(self, batch: dict, targets) -> dict[str, torch.Tensor]:
+        terms = self.inner(batch, targets)
+        heads, ffn = self.gates.expected_open()
+        g = self.gates
+        density = (heads / (g.layers * g.heads) + ffn / (g.layers * g.units)) / 2
+        return terms | {"l0": density, "loss": terms["loss"] + self.l0_lambda * density}
 
 
 def trained_head(model: nn.Module, head: str, name: str) -> None:

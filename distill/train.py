@@ -116,7 +116,16 @@ def save_pretrained(model: nn.Module, tokenizer, cfg: Config, path: str, extra: 
     """``path`` loadable with plain ``from_pretrained`` (safetensors), with the resolved config."""
     tmp = path.rstrip("/") + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
+    mask = getattr(model, "pruning_mask", None)
+    if mask is not None:  # a pruned model: its pruned weights saved as zeros, with pruning.json
+        from distill.pruning import apply_mask
+
+        apply_mask(model, mask)
     model.save_pretrained(tmp, safe_serialization=True)
+    if mask is not None:
+        from distill.pruning import effective_parameters, write_mask
+
+        write_mask(mask, tmp, effective_parameters(model, mask))
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     with open(os.path.join(tmp, "config.yaml"), "w", encoding="utf-8") as f:
@@ -171,6 +180,50 @@ def evaluate(model, rows, collator, task, batch_size: int, device) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# Data of a stage
+
+
+def train_corpus(cfg: Config, task, is_main: bool = True, world: int = 1) -> str:
+    """``data.train``; a SQuAD JSON file is first written as a corpus under output_dir (rank 0)."""
+    path = cfg.data.train
+    if not (task is not None and task.kind == "qa" and os.path.isfile(path)):
+        return path
+    from distill.qa import json_to_corpus_dir, squad_json_corpus
+
+    root = json_to_corpus_dir(cfg.output_dir)
+    if is_main:
+        squad_json_corpus(path, root)
+    _barrier(world)
+    return root
+
+
+def make_collator(cfg: Config, tokenizer, task, with_labels: bool):
+    """Tokenises on the fly: a ``QACollator`` (windows, answer positions) for QA, else a ``Collator``
+    over the task's text fields (``text`` for general distillation)."""
+    d = cfg.data
+    if task is not None and task.kind == "qa":
+        from distill.qa import QACollator
+
+        return QACollator(tokenizer, d.max_seq_length, d.doc_stride, d.max_query_length, d.pad_to_multiple_of)
+    fields = ["text"] if task is None else list(task.text_fields)
+    regression = task is not None and task.kind == "regression"
+    return Collator(tokenizer, fields, d.max_seq_length, regression, with_labels, d.pad_to_multiple_of)
+
+
+def eval_rows(cfg: Config, task) -> list[dict] | None:
+    """The dev rows of ``data.dev`` (None when unset)."""
+    if cfg.data.dev is None:
+        return None
+    if task.kind == "qa":
+        from distill.qa import read_examples
+
+        return read_examples(cfg.data.dev, task)
+    from distill.glue import read_eval_rows
+
+    return read_eval_rows(cfg.data.dev, task)
+
+
+# --------------------------------------------------------------------------------------------------
 # The recipe
 
 
@@ -202,23 +255,13 @@ class Recipe:
         torch.manual_seed(cfg.train.seed)
         self.parts: StageParts = build(cfg)  # models are checked against each other here
         task = self.parts.task
-        qa = task is not None and task.kind == "qa"
-        self.corpus = open_corpus(self._train_corpus(qa), task if cfg.stage != "general" else None,
-                                  cfg.data.original_only)
+        self.corpus = open_corpus(train_corpus(cfg, task, self.is_main, self.world),
+                                  task if cfg.stage != "general" else None, cfg.data.original_only)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.teacher)
-        fields = ["text"] if cfg.stage == "general" else list(task.text_fields)
-        regression = task is not None and task.kind == "regression"
-        needs_labels = cfg.stage == "finetune" or (cfg.stage == "task" and cfg.distill.hard_label_weight > 0)
-        if qa:
-            from distill.qa import QACollator
-
-            d = cfg.data
-            self.collator = QACollator(self.tokenizer, d.max_seq_length, d.doc_stride, d.max_query_length,
-                                       d.pad_to_multiple_of)
-        else:
-            self.collator = Collator(self.tokenizer, fields, cfg.data.max_seq_length, regression, needs_labels,
-                                     cfg.data.pad_to_multiple_of)
-        self.eval_rows = self._eval_rows()
+        needs_labels = cfg.stage == "finetune" or (cfg.stage in ("task", "prune")
+                                                    and cfg.distill.hard_label_weight > 0)
+        self.collator = make_collator(cfg, self.tokenizer, task, needs_labels)
+        self.eval_rows = eval_rows(cfg, task) if self.parts.evaluates else None
 
         t = cfg.train
         per_step = t.batch_size * self.world * t.grad_accum
@@ -250,30 +293,6 @@ class Recipe:
         stream.set_position(self.batches_drawn)
         self.loader = loader(stream, self.collator, t.batch_size, cfg.data.num_workers)
         self._open_logs(resume=checkpoint is not None)
-
-    def _train_corpus(self, qa: bool) -> str:
-        """``data.train``; a SQuAD JSON file is first written as a corpus under output_dir (rank 0)."""
-        path = self.cfg.data.train
-        if not (qa and os.path.isfile(path)):
-            return path
-        from distill.qa import json_to_corpus_dir, squad_json_corpus
-
-        root = json_to_corpus_dir(self.cfg.output_dir)
-        if self.is_main:
-            squad_json_corpus(path, root)
-        _barrier(self.world)
-        return root
-
-    def _eval_rows(self) -> list[dict] | None:
-        if not self.parts.evaluates or self.cfg.data.dev is None:
-            return None
-        if self.parts.task.kind == "qa":
-            from distill.qa import read_examples
-
-            return read_examples(self.cfg.data.dev, self.parts.task)
-        from distill.glue import read_eval_rows
-
-        return read_eval_rows(self.cfg.data.dev, self.parts.task)
 
     def _check_same_config(self, checkpoint: str) -> None:
         import yaml
@@ -336,7 +355,11 @@ class Recipe:
         bar.close()
         last_eval = self.evaluate() or last_eval
         self.save_checkpoint()
-        if self.is_main:
+        if self.cfg.stage == "prune":  # the trained gates decide the mask; pruned/ is the output
+            from distill.prune import finish_l0
+
+            last_eval = finish_l0(self)
+        elif self.is_main:
             save_pretrained(self.parts.model, self.tokenizer, self.cfg, os.path.join(self.cfg.output_dir, "final"),
                             extra=last_eval or None)
         _barrier(self.world)
@@ -421,9 +444,8 @@ class Recipe:
         torch.save(_rng_state(), os.path.join(path, f"rng-rank{self.rank}.pt"))
         if self.is_main:
             save_pretrained(self.parts.model, self.tokenizer, self.cfg, os.path.join(path, "model"))
-            projector = getattr(self.module, "projector", None)
-            if projector is not None:
-                save_file(projector.state_dict(), os.path.join(path, "projector.safetensors"))
+            for name, sub in self._extras().items():
+                save_file(sub.state_dict(), os.path.join(path, f"{name}.safetensors"))
             torch.save({"step": self.step, "batches_drawn": self.batches_drawn, "best": self.best,
                         "world_size": self.world, "num_workers": self.cfg.data.num_workers,
                         "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -436,6 +458,10 @@ class Recipe:
             self._rotate()
         _barrier(self.world)
         return path
+
+    def _extras(self) -> dict[str, nn.Module]:
+        """Trained parts outside the saved model: the hidden-state projector, pruning gates."""
+        return {name: sub for name in ("projector", "gates") if (sub := getattr(self.module, name, None)) is not None}
 
     def _rotate(self) -> None:
         root = os.path.join(self.cfg.output_dir, CHECKPOINTS)
@@ -455,9 +481,8 @@ class Recipe:
         tied = set(getattr(self.parts.model, "all_tied_weights_keys", {}) or {})
         if unexpected or set(missing) - tied:
             raise ResumeError(f"{path}: model weights do not match (missing {missing}, unexpected {unexpected})")
-        projector = getattr(self.module, "projector", None)
-        if projector is not None:
-            projector.load_state_dict(load_file(os.path.join(path, "projector.safetensors"), device=str(self.device)))
+        for name, sub in self._extras().items():
+            sub.load_state_dict(load_file(os.path.join(path, f"{name}.safetensors"), device=str(self.device)))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -486,6 +511,10 @@ def _truncate_log(path: str, step: int) -> None:
 
 
 def main(cfg: Config, resume: bool = False) -> dict:
+    if cfg.stage == "prune" and cfg.prune.strategy != "l0":  # one pass, no training loop
+        from distill.prune import run
+
+        return run(cfg)
     recipe = Recipe(cfg)
     try:
         recipe.setup(resume)

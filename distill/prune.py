@@ -1,0 +1,118 @@
+"""``distill prune``: choose the heads and FFN units of a fine-tuned model to remove, and save it pruned.
+
+    distill prune --config configs/squad-cpu/prune.yaml model.teacher=out/squad-teacher/best \
+        prune.strategy=gain prune.keep_heads=0.5 prune.keep_ffn=0.5 output_dir=out/prune-gain
+    distill task --step prediction model.student=out/prune-gain/pruned \
+        model.teacher=out/squad-teacher/best ...          # recover with distillation
+
+``random`` and ``gain`` score every gate in one pass (``run``); ``l0`` trains hard-concrete gates
+in the ordinary training loop (checkpoints, resume, DDP) and ends in ``finish_l0``. Every strategy
+writes ``output_dir/pruned``: the model with its pruned weights zeroed (loads with plain
+``from_pretrained``), ``pruning.json`` (kept heads and units), ``scores.safetensors`` (every gate's
+score), and ``metrics.json`` (dev metrics of the pruned model before any recovery training, when
+``data.dev`` is set, and the parameter count once compacted).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+
+import torch
+from torch import nn
+
+from distill.config import Config
+from distill.pruning import (PruneMask, apply_mask, effective_parameters, gain_scores, random_scores,
+                             select)
+
+log = logging.getLogger(__name__)
+
+OUTPUT = "pruned"
+
+
+def run(cfg: Config) -> dict:
+    """The random and gain strategies: score, select, save; returns the summary printed by the CLI."""
+    from transformers import AutoTokenizer
+
+    from distill.data import loader, open_corpus
+    from distill.models import load_model
+    from distill.stages import gold_loss_fn, trained_head
+    from distill.train import _device, make_collator, train_corpus
+    from pipelines.tasks import get_task
+
+    task = get_task(cfg.task)
+    head = "qa" if task.kind == "qa" else "classification"
+    model = load_model(cfg.model.teacher, head)
+    trained_head(model, head, cfg.model.teacher)
+    device = _device(cfg.train.device, 0)
+    model.to(device)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.teacher)
+    p = cfg.prune
+    layers, heads, units = model.config.num_hidden_layers, model.config.num_attention_heads, \
+        model.config.intermediate_size
+    seen = 0
+    if p.strategy == "random":
+        head_scores, ffn_scores = random_scores(layers, heads, units, cfg.train.seed)
+    elif p.strategy == "gain":
+        corpus = open_corpus(train_corpus(cfg, task), task, cfg.data.original_only)
+        stream = corpus.stream(seed=cfg.train.seed, shuffle=True, buffer_size=cfg.data.shuffle_buffer,
+                               chunk_rows=cfg.data.chunk_rows)
+        batches = loader(stream, make_collator(cfg, tokenizer, task, with_labels=True), cfg.train.batch_size,
+                         cfg.data.num_workers)
+        on_device = ({k: v.to(device) for k, v in b.items()} for b in itertools.islice(batches, p.gain_batches))
+        head_scores, ffn_scores, seen = gain_scores(model, on_device, gold_loss_fn(task))
+        if seen < p.gain_batches:
+            log.warning("the corpus gave %d batches of the %d prune.gain_batches asked for", seen, p.gain_batches)
+    else:
+        raise ValueError(f"prune.strategy {p.strategy!r} trains gates: run it through distill.train.main")
+    mask = select(head_scores, ffn_scores, p.keep_heads, p.keep_ffn, p.scope)
+    return save_result(cfg, model, tokenizer, mask, head_scores, ffn_scores, task, device,
+                       extra={"gain_batches": seen} if p.strategy == "gain" else {})
+
+
+def finish_l0(recipe) -> dict:
+    """After the l0 gates trained: keep the gates with the highest ``log_alpha`` and save (rank 0)."""
+    if not recipe.is_main:
+        return {}
+    gates = recipe.module.gates
+    head_scores, ffn_scores = (s.cpu() for s in gates.scores())
+    gates.detach()  # the saved model is judged with its hard mask, not the soft gates
+    p = recipe.cfg.prune
+    mask = select(head_scores, ffn_scores, p.keep_heads, p.keep_ffn, p.scope)
+    with torch.no_grad():
+        open_heads, open_ffn = gates.expected_open()
+    extra = {"l0_steps": recipe.step, "l0_expected_open_heads": round(float(open_heads), 2),
+             "l0_expected_open_ffn": round(float(open_ffn), 2)}
+    return save_result(recipe.cfg, recipe.parts.model, recipe.tokenizer, mask, head_scores, ffn_scores,
+                       recipe.parts.task, recipe.device, extra)
+
+
+def save_result(cfg: Config, model: nn.Module, tokenizer, mask: PruneMask, head_scores: torch.Tensor,
+                ffn_scores: torch.Tensor, task, device, extra: dict) -> dict:
+    """Zero the pruned weights, evaluate on ``data.dev`` when set, and write ``output_dir/pruned``."""
+    from safetensors.torch import save_file
+
+    from distill.train import eval_rows, evaluate, make_collator, save_pretrained
+
+    full = sum(p.numel() for p in model.parameters())
+    apply_mask(model, mask)
+    model.pruning_mask = mask  # save_pretrained writes pruning.json
+    summary = {"strategy": cfg.prune.strategy, **mask.summary(), "parameters_before": full,
+               "parameters": effective_parameters(model, mask), **extra}
+    rows = eval_rows(cfg, task)
+    if rows is not None:
+        collator = make_collator(cfg, tokenizer, task, with_labels=True)
+        model.eval()
+        with torch.no_grad():
+            summary |= {f"dev_{k}": v for k, v in evaluate(model, rows, collator, task, cfg.train.eval_batch_size,
+                                                           device).items()}
+    out = os.path.join(cfg.output_dir, OUTPUT)
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    with open(os.path.join(cfg.output_dir, "config.yaml"), "w", encoding="utf-8") as f:
+        f.write(cfg.to_yaml())
+    save_pretrained(model, tokenizer, cfg, out, extra=summary)
+    save_file({"heads": head_scores.float().contiguous(), "ffn": ffn_scores.float().contiguous()},
+              os.path.join(out, "scores.safetensors"))
+    log.info("pruned model written to %s: %s", out, json.dumps(summary))
+    return summary
