@@ -1,6 +1,6 @@
-"""`distill finetune` / `distill eval` for SQuAD on MiniLM and the real SQuAD 2.0 splits, at smoke
-scale: a few steps on a few training questions, evaluation on 20 held-out questions. Checks the
-wiring (windows, counts, outputs), not accuracy."""
+"""`distill finetune` / `prune` / `eval` for SQuAD on MiniLM and the real SQuAD 2.0 splits, at smoke
+scale: a few steps on a few training questions, evaluation on 20 questions. Checks the wiring
+(windows, counts, outputs), not accuracy."""
 import json
 
 import pytest
@@ -31,10 +31,15 @@ def _subset(path, out, n_questions: int, start_article: int = 0):
 
 
 @pytest.mark.integration
-def test_minilm_squad_finetune_and_eval_smoke(tmp_path, squad_assets):
-    train, _ = _subset(squad_assets / "squad" / "squad2-train-split.json", tmp_path / "train.json", 8)
-    dev, n_dev = _subset(squad_assets / "squad" / "squad2-eval-split.json", tmp_path / "dev.json", 20)
-    assert n_dev == 20
+def test_minilm_squad_finetune_prune_and_eval_smoke(tmp_path, squad_assets):
+    """Fine-tune (dev questions for checkpoint selection come from the train split), prune with the
+    gain strategy, and evaluate both on questions of the evaluation holdout (reported, never used
+    to choose anything)."""
+    split = squad_assets / "squad" / "squad2-train-split.json"
+    train, _ = _subset(split, tmp_path / "train.json", 8)
+    dev, n_dev = _subset(split, tmp_path / "dev.json", 20, start_article=11)
+    holdout, n_holdout = _subset(squad_assets / "squad" / "squad2-eval-split.json", tmp_path / "holdout.json", 20)
+    assert n_dev == n_holdout == 20
     gold = json.loads(dev.read_text())["data"]
     n_impossible = sum(q.get("is_impossible", False) for a in gold for p in a["paragraphs"] for q in p["qas"])
 
@@ -48,8 +53,20 @@ def test_minilm_squad_finetune_and_eval_smoke(tmp_path, squad_assets):
     assert metrics["HasAns_total"] == 20 - n_impossible and metrics["windows"] >= 20
     assert 0 <= metrics["f1"] <= 100 and metrics["exact"] <= metrics["f1"]
 
-    result = run_cli("eval", "--model", out / "best", "--task", "squad", "--data", dev, "--max-seq-length", 256,
-                     "--doc-stride", 96)
-    evaluated = json.loads(result.stdout)
+    # eval takes the checkpoint's windows (256 tokens, stride 96) from its saved config
+    evaluated = json.loads(run_cli("eval", "--model", out / "best", "--task", "squad", "--data", dev).stdout)
     assert evaluated["rows"] == 20 and evaluated["f1"] == pytest.approx(metrics["f1"])
+    assert (evaluated["max_seq_length"], evaluated["doc_stride"]) == (256, 96)
     assert evaluated["parameters"] > 20e6  # MiniLM-L6-H384 with a QA head
+
+    pruned = tmp_path / "pruned"
+    result = run_cli("prune", "--config", ROOT / "configs" / "squad-cpu" / "prune.yaml",
+                     *common(pruned, **{"model.teacher": out / "best", "data.train": train,
+                                        "prune.gain_batches": 2, "train.batch_size": 4}))
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["heads_kept"], summary["heads_total"]) == (36, 72)
+    assert summary["ffn_kept"] == 6 * 1536 // 2
+    on_holdout = json.loads(run_cli("eval", "--model", pruned / "pruned", "--task", "squad",
+                                    "--data", holdout).stdout)
+    assert on_holdout["rows"] == 20 and on_holdout["parameters"] == summary["parameters"]
+    assert on_holdout["parameters"] < evaluated["parameters"] - 5e6
