@@ -215,18 +215,7 @@ def build(cfg: Config) -> StageParts:
 
     if cfg.stage == "task" and cfg.step == "prediction":
         validate_mapping([], student.config, teacher.config)  # vocabulary check
-        d = cfg.distill
-        if head == "qa":
-            module = QAPredictionLoss(student, d.temperature, d.hard_label_weight)
-
-            def targets(batch):
-                return span_logits(teacher, batch)
-        else:
-            module = PredictionLoss(student, regression, d.temperature, d.hard_label_weight)
-
-            def targets(batch):
-                return features(teacher, batch, need_hidden=False).logits
-
+        module, targets = _prediction(student, teacher, head == "qa", regression, cfg.distill)
         if gates is not None:
             module.gates = gates  # moves to the device with the module
         return StageParts(module, student, teacher, targets, task, True, False)
@@ -249,6 +238,16 @@ def build(cfg: Config) -> StageParts:
         return features(teacher, batch, teacher_layers)
 
     return StageParts(module, student, teacher, targets, task, False, True)
+
+
+def _prediction(student: nn.Module, teacher: nn.Module, qa: bool, regression: bool, d) -> tuple[nn.Module, Callable]:
+    """The prediction-distillation loss of ``student`` and the teacher targets it takes: (W, 2, T)
+    span logits for QA, else (B, C) logits."""
+    if qa:
+        return (QAPredictionLoss(student, d.temperature, d.hard_label_weight),
+                lambda batch: span_logits(teacher, batch))
+    return (PredictionLoss(student, regression, d.temperature, d.hard_label_weight),
+            lambda batch: features(teacher, batch, need_hidden=False).logits)
 
 
 def _keep_pruned(student: nn.Module, cfg: Config):
@@ -280,18 +279,7 @@ def _l0_prune(cfg: Config, task, head: str, regression: bool) -> StageParts:
     teacher.eval().requires_grad_(False)
     model.requires_grad_(False)
     gates = Gates.for_model(model, "l0", cfg.prune.l0_init_open).attach(model)
-    d = cfg.distill
-    if head == "qa":
-        inner = QAPredictionLoss(model, d.temperature, d.hard_label_weight)
-
-        def targets(batch):
-            return span_logits(teacher, batch)
-    else:
-        inner = PredictionLoss(model, regression, d.temperature, d.hard_label_weight)
-
-        def targets(batch):
-            return features(teacher, batch, need_hidden=False).logits
-
+    inner, targets = _prediction(model, teacher, head == "qa", regression, cfg.distill)
     return StageParts(L0PruneLoss(inner, gates, cfg.prune.l0_lambda), model, teacher, targets, task, False, False)
 
 

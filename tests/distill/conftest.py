@@ -188,28 +188,27 @@ def write_squad_json(path: Path, n_paragraphs: int = 6, seed: int = 0, n_people:
     return path
 
 
-@pytest.fixture(scope="session")
-def qa_encoder_dir(tmp_path_factory) -> Path:
-    """A tiny pretrained-encoder stand-in with the QA vocabulary (2 layers, hidden 32, 64 positions)."""
-    from transformers import BertForMaskedLM
+def _qa_model_dir(tmp_path_factory, name: str, model_class: str, seed: int) -> Path:
+    """A tiny random BERT (2 layers, hidden 32, the QA vocabulary) saved with the QA tokenizer."""
+    import transformers
 
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("qa-encoder")
-    BertForMaskedLM(tiny_config(layers=2, vocab_size=len(QA_VOCAB))).save_pretrained(directory)
+    torch.manual_seed(seed)
+    directory = tmp_path_factory.mktemp(name)
+    getattr(transformers, model_class)(tiny_config(layers=2, vocab_size=len(QA_VOCAB))).save_pretrained(directory)
     qa_tokenizer().save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def qa_encoder_dir(tmp_path_factory) -> Path:
+    """A pretrained-encoder stand-in (masked LM, no QA head)."""
+    return _qa_model_dir(tmp_path_factory, "qa-encoder", "BertForMaskedLM", seed=0)
 
 
 @pytest.fixture(scope="session")
 def qa_teacher_dir(tmp_path_factory) -> Path:
-    """A tiny 'fine-tuned' SQuAD teacher (random weights, QA head saved; 2 layers, hidden 32)."""
-    from transformers import BertForQuestionAnswering
-
-    torch.manual_seed(2)
-    directory = tmp_path_factory.mktemp("qa-teacher")
-    BertForQuestionAnswering(tiny_config(layers=2, vocab_size=len(QA_VOCAB))).save_pretrained(directory)
-    qa_tokenizer().save_pretrained(directory)
-    return directory
+    """A 'fine-tuned' SQuAD teacher (random weights, QA head saved)."""
+    return _qa_model_dir(tmp_path_factory, "qa-teacher", "BertForQuestionAnswering", seed=2)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill.pruning import read_mask
-from tests.distill.test_train import common, read_log, run_cli
+from tests.distill.test_train import common, kill_then_resume, read_log, run_cli
 
 # the tiny QA teacher: 2 layers x 4 heads, FFN 64 per layer
 WINDOWS = {"task": "squad", "data.max_seq_length": 24, "data.doc_stride": 4, "data.max_query_length": 12}
@@ -86,8 +86,6 @@ def test_random_pruning_is_seeded_and_per_layer_scope_is_even(tmp_path, qa_teach
 def test_l0_gates_train_resume_and_prune(tmp_path, monkeypatch, qa_teacher_dir, squad_train_json):
     from safetensors.torch import load_file
 
-    from distill import train
-
     extra = {"prune.strategy": "l0", "prune.l0_lambda": 5.0, "optim.lr": 0.1, "optim.warmup_ratio": 0.0,
              "train.max_steps": 4, "train.save_every": 2, "train.batch_size": 3, "prune.keep_heads": 0.75}
     full, killed = tmp_path / "full", tmp_path / "killed"
@@ -103,18 +101,8 @@ def test_l0_gates_train_resume_and_prune(tmp_path, monkeypatch, qa_teacher_dir, 
     assert head_alpha.flatten()[kept.flatten()].min() >= head_alpha.flatten()[~kept.flatten()].max()
     assert not os.path.exists(full / "final")  # the output is pruned/
 
-    original = train.Recipe.train_step
-
-    def dies_at_step_3(self, batches):
-        if self.step == 2:
-            raise RuntimeError("killed")
-        return original(self, batches)
-
-    monkeypatch.setattr(train.Recipe, "train_step", dies_at_step_3)
-    with pytest.raises(RuntimeError, match="killed"):
-        run_cli(*_prune_args(killed, qa_teacher_dir, squad_train_json, **extra), ok=False)
-    monkeypatch.setattr(train.Recipe, "train_step", original)
-    run_cli(*_prune_args(killed, qa_teacher_dir, squad_train_json, **extra), "--resume")
+    kill_then_resume(monkeypatch, _prune_args(killed, qa_teacher_dir, squad_train_json, **extra), killed,
+                     killed_after_step=2)
     resumed = load_file(killed / "checkpoints" / "step-000004" / "gates.safetensors")
     assert all(torch.equal(gates[k], resumed[k]) for k in gates)
     assert torch.equal(read_mask(str(killed / "pruned")).ffn, read_mask(str(full / "pruned")).ffn)

@@ -10,7 +10,7 @@ from distill.metrics import exact_match, f1_score, normalize_answer, squad
 from distill.qa import QACollator, answer_positions, postprocess, read_examples, squad_json_corpus
 from distill.shards import CorpusError
 from tests.distill.conftest import qa_tokenizer, write_squad_json
-from tests.distill.test_train import common, read_log, run_cli
+from tests.distill.test_train import common, kill_then_resume, read_log, run_cli
 
 CONTEXT = "Alice lives in Paris. Bob lives in the city of Rome."
 #          0     6     12 15   20 22  26    32 35  39   44 47  51
@@ -277,22 +277,10 @@ def test_default_max_seq_length_depends_on_the_task():
 def test_squad_resume_ends_where_an_uninterrupted_run_would(tmp_path, monkeypatch, qa_encoder_dir, squad_train_json):
     from safetensors.torch import load_file
 
-    from distill import train
-
     extra = {"train.save_every": 2, "train.batch_size": 3}
     full, killed = tmp_path / "full", tmp_path / "killed"
     run_cli(*_qa_args(full, qa_encoder_dir, squad_train_json, **extra))
-    original = train.Recipe.train_step
-
-    def dies_at_step_3(self, batches):
-        if self.step == 2:
-            raise RuntimeError("killed")
-        return original(self, batches)
-
-    monkeypatch.setattr(train.Recipe, "train_step", dies_at_step_3)
-    with pytest.raises(RuntimeError, match="killed"):
-        run_cli(*_qa_args(killed, qa_encoder_dir, squad_train_json, **extra), ok=False)
-    monkeypatch.setattr(train.Recipe, "train_step", original)
-    run_cli(*_qa_args(killed, qa_encoder_dir, squad_train_json, **extra), "--resume")
+    kill_then_resume(monkeypatch, _qa_args(killed, qa_encoder_dir, squad_train_json, **extra), killed,
+                     killed_after_step=2)
     a, b = load_file(full / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

@@ -23,6 +23,26 @@ def common(out, **extra):
     return [f"{k}={v}" for k, v in items.items()]
 
 
+def kill_then_resume(monkeypatch, args, out, killed_after_step: int) -> None:
+    """Run ``distill ARGS`` into ``out``, kill it during the step after ``killed_after_step`` (an
+    exception out of the training loop), check it left no output, then run it with ``--resume``."""
+    from distill import train
+
+    original = train.Recipe.train_step
+
+    def dies(self, batches):
+        if self.step == killed_after_step:
+            raise RuntimeError("killed")
+        return original(self, batches)
+
+    monkeypatch.setattr(train.Recipe, "train_step", dies)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_cli(*args, ok=False)
+    monkeypatch.setattr(train.Recipe, "train_step", original)
+    assert not any(os.path.exists(os.path.join(out, d)) for d in ("final", "best", "pruned"))
+    run_cli(*args, "--resume")
+
+
 def read_log(out):
     with open(os.path.join(out, "log.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -94,25 +114,13 @@ def test_resume_ends_where_an_uninterrupted_run_would(tmp_path, monkeypatch, tea
                                                       sst2_corpus, workers):
     from safetensors.torch import load_file
 
-    from distill import train
-
     extra = {"data.num_workers": workers}
     full, killed = tmp_path / "full", tmp_path / "killed"
     run_cli(*_intermediate_args(full, teacher_dir, student_config_file, sst2_corpus, **extra))
 
-    original = train.Recipe.train_step
-
-    def dies_at_step_5(self, batches):
-        if self.step == 4:  # after the step-4 checkpoint, during step 5
-            raise RuntimeError("killed")
-        return original(self, batches)
-
-    monkeypatch.setattr(train.Recipe, "train_step", dies_at_step_5)
-    with pytest.raises(RuntimeError, match="killed"):
-        run_cli(*_intermediate_args(killed, teacher_dir, student_config_file, sst2_corpus, **extra), ok=False)
-    monkeypatch.setattr(train.Recipe, "train_step", original)
-    assert not os.path.exists(killed / "final")
-    run_cli(*_intermediate_args(killed, teacher_dir, student_config_file, sst2_corpus, **extra), "--resume")
+    # killed after the step-4 checkpoint, during step 5
+    kill_then_resume(monkeypatch, _intermediate_args(killed, teacher_dir, student_config_file, sst2_corpus, **extra),
+                     killed, killed_after_step=4)
 
     a, b = load_file(full / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
     assert a.keys() == b.keys()
