@@ -21,70 +21,24 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from runs import distill, sh, size_info, stage  # noqa: E402
 
 from augment.assets import asset  # noqa: E402
-
-CONFIGS = os.path.join(ROOT, "configs", "sst2-cpu")
-
-
-def sh(*args: str) -> None:
-    print("+", " ".join(args), flush=True)
-    subprocess.run(list(args), check=True, cwd=ROOT)
-
-
-def distill(*args: str) -> None:
-    """``distill ARGS`` in this process (one import of torch/transformers for every stage)."""
-    from distill.cli import main as cli
-
-    print("+ distill", " ".join(args), flush=True)
-    cli(list(args), standalone_mode=False)
-
-
-def stage(out: str, command: list[str], config: str, **overrides) -> str:
-    """Run a distill stage into ``out`` unless it finished; resume it if it was interrupted."""
-    if os.path.exists(os.path.join(out, "final", "config.yaml")):
-        return out
-    from distill.train import latest_checkpoint
-
-    resume = ["--resume"] if latest_checkpoint(out) else []
-    distill(*command, "--config", os.path.join(CONFIGS, config), *resume,
-            *[f"{k}={v}" for k, v in {"output_dir": out, **overrides}.items()])
-    return out
 
 
 def latency_ms(model_dir: str, sentences: list[str], threads: int = 1) -> float:
     """Median CPU milliseconds per sentence at batch size 1 (``threads`` intra-op threads)."""
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    torch.set_num_threads(threads)
+    from runs import median_ms
+
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    times = []
-    with torch.inference_mode():
-        for i, s in enumerate(sentences):
-            enc = tok(s, return_tensors="pt", truncation=True, max_length=64)
-            start = time.perf_counter()
-            model(**enc)
-            if i >= 5:  # warm-up
-                times.append(time.perf_counter() - start)
-    times.sort()
-    return 1000 * times[len(times) // 2]
-
-
-def size_info(model_dir: str) -> dict:
-    from safetensors import safe_open
-
-    path = os.path.join(model_dir, "model.safetensors")
-    with safe_open(path, "pt") as f:
-        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    return {"parameters": params, "mb": round(os.path.getsize(path) / 2**20, 1)}
+    return median_ms(model, [tok(s, return_tensors="pt", truncation=True, max_length=64) for s in sentences], threads)
 
 
 def evaluate(model_dir: str, dev: str) -> dict:
@@ -129,10 +83,10 @@ def main(argv=None) -> dict:
                 str(asset("corpus", "wikitext-2.test.tokens.txt")))
 
     every = {} if args.eval_every is None else {"train.eval_every": args.eval_every, "train.save_every": args.eval_every}
-    teacher = stage(os.path.join(out, "teacher"), ["finetune"], "teacher.yaml", **{
+    teacher = stage(os.path.join(out, "teacher"), ["finetune"], "sst2-cpu/teacher.yaml", **{
         "model.teacher": mlm, "data.train": corpus, "data.dev": dev, **every,
         **({"train.max_steps": args.teacher_steps} if args.teacher_steps else {})})
-    general = stage(os.path.join(out, "general"), ["general"], "general.yaml", **{
+    general = stage(os.path.join(out, "general"), ["general"], "sst2-cpu/general.yaml", **{
         "model.teacher": mlm, "data.train": wiki,
         **({"train.max_steps": args.general_steps} if args.general_steps else {})})
 
@@ -146,8 +100,9 @@ def main(argv=None) -> dict:
         common = {"model.teacher": os.path.join(teacher, "best"), "data.train": corpus,
                   "data.original_only": str(original_only).lower(), "train.max_steps": steps}
         inter = stage(os.path.join(out, f"{name}-intermediate"), ["task", "--step", "intermediate"],
-                      "intermediate.yaml", **common, **{"model.student": os.path.join(general, "final")})
-        pred = stage(os.path.join(out, f"{name}-prediction"), ["task", "--step", "prediction"], "prediction.yaml",
+                      "sst2-cpu/intermediate.yaml", **common, **{"model.student": os.path.join(general, "final")})
+        pred = stage(os.path.join(out, f"{name}-prediction"), ["task", "--step", "prediction"],
+                     "sst2-cpu/prediction.yaml",
                      **common, **every, **{"model.student": os.path.join(inter, "final"), "data.dev": dev})
         results[name] = os.path.join(pred, "best")
 

@@ -1,0 +1,67 @@
+"""What the experiment scripts share: running commands and resumable ``distill`` stages, and
+measuring a model's size and CPU latency."""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def sh(*args: str) -> None:
+    print("+", " ".join(args), flush=True)
+    subprocess.run(list(args), check=True, cwd=ROOT)
+
+
+def distill(*args: str):
+    """``distill ARGS`` in this process (one import of torch/transformers for every stage); returns
+    what the command returns."""
+    from distill.cli import main as cli
+
+    print("+ distill", " ".join(args), flush=True)
+    return cli(list(args), standalone_mode=False)
+
+
+def stage(out: str, command: list[str], config: str, done: str = "final", **overrides) -> str:
+    """Run a distill stage into ``out`` unless it finished (``out/DONE/config.yaml`` exists); resume
+    it if it was interrupted. ``config``: a path under ``configs/``."""
+    if os.path.exists(os.path.join(out, done, "config.yaml")):
+        return out
+    from distill.train import latest_checkpoint
+
+    resume = ["--resume"] if latest_checkpoint(out) else []
+    distill(*command, "--config", os.path.join(ROOT, "configs", config), *resume,
+            *[f"{k}={v}" for k, v in {"output_dir": out, **overrides}.items()])
+    return out
+
+
+def size_info(model_dir: str) -> dict:
+    """Parameters stored in ``model.safetensors`` (a pruned model's zeros included) and its size."""
+    from safetensors import safe_open
+
+    path = os.path.join(model_dir, "model.safetensors")
+    with safe_open(path, "pt") as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    return {"parameters": params, "mb": round(os.path.getsize(path) / 2**20, 1)}
+
+
+def median_ms(model, inputs: list[dict], threads: int = 1, warmup: int = 5) -> float:
+    """Median milliseconds of ``model(**x)`` over ``inputs`` (each one batch), after ``warmup``
+    of them, with ``threads`` intra-op threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    times = []
+    with torch.inference_mode():
+        for i, x in enumerate(inputs):
+            start = time.perf_counter()
+            model(**x)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
