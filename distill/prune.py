@@ -22,7 +22,7 @@ import os
 import torch
 from torch import nn
 
-from distill.config import Config
+from distill.config import Config, ConfigError
 from distill.pruning import (PruneMask, apply_mask, effective_parameters, gain_scores, random_scores,
                              select)
 
@@ -41,6 +41,9 @@ def run(cfg: Config) -> dict:
     from distill.train import _device, make_collator, train_corpus
     from pipelines.tasks import get_task
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"prune.strategy {cfg.prune.strategy} is one pass in one process; run it without "
+                          f"torchrun (only l0 trains, and runs data-parallel)")
     task = get_task(cfg.task)
     head = "qa" if task.kind == "qa" else "classification"
     model = load_model(cfg.model.teacher, head)

@@ -15,6 +15,7 @@ module is exactly what DistributedDataParallel wraps.
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -275,7 +276,7 @@ def _l0_prune(cfg: Config, task, head: str, regression: bool) -> StageParts:
         raise ValueError(f"prune.strategy {cfg.prune.strategy!r} does not train; run it with distill.prune.run")
     teacher = load_model(cfg.model.teacher, head, *(() if head == "qa" else (task.num_labels, regression)))
     trained_head(teacher, head, cfg.model.teacher)
-    model = load_model(cfg.model.teacher, head, *(() if head == "qa" else (task.num_labels, regression)))
+    model = copy.deepcopy(teacher)  # the copy that runs under the gates; the teacher stays whole
     teacher.eval().requires_grad_(False)
     model.requires_grad_(False)
     gates = Gates.for_model(model, "l0", cfg.prune.l0_init_open).attach(model)

@@ -149,7 +149,7 @@ def test_classification_pruning(tmp_path, teacher_dir, sst2_corpus, dev_tsv):
     assert 0 <= summary["dev_accuracy"] <= 1
 
 
-def test_bad_prune_configs_are_refused(tmp_path, qa_encoder_dir, qa_teacher_dir, squad_train_json):
+def test_bad_prune_configs_are_refused(tmp_path, monkeypatch, qa_encoder_dir, qa_teacher_dir, squad_train_json):
     result = run_cli(*_prune_args(tmp_path / "a", qa_teacher_dir, squad_train_json, **{"prune.keep_heads": 0}),
                      ok=False)
     assert result.exit_code == 2 and "prune.keep_heads is the fraction kept" in result.output
@@ -159,3 +159,7 @@ def test_bad_prune_configs_are_refused(tmp_path, qa_encoder_dir, qa_teacher_dir,
     result = run_cli(*_prune_args(tmp_path / "c", qa_encoder_dir, squad_train_json, **{"prune.strategy": "random"}),
                      ok=False)
     assert result.exit_code == 1 and "no trained qa head" in result.output
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: one-pass strategies would race on the output
+    result = run_cli(*_prune_args(tmp_path / "d", qa_teacher_dir, squad_train_json, **{"prune.strategy": "gain"}),
+                     ok=False)
+    assert result.exit_code == 1 and "one pass in one process" in result.output
