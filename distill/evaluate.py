@@ -1,4 +1,4 @@
-"""``distill eval``: any checkpoint with a task head, on any labelled split."""
+"""``distill eval``: any checkpoint with a task head (a pruned one compacted), on any labelled split."""
 from __future__ import annotations
 
 import os
@@ -40,9 +40,13 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
 
     task = get_task(task_name)
     trained = trained_settings(model_path)
-    max_seq_length = max_seq_length or trained.get("max_seq_length") or default_max_seq_length(task.name)
-    doc_stride = doc_stride or trained.get("doc_stride") or 128
-    max_query_length = max_query_length or trained.get("max_query_length") or 64
+
+    def setting(given, key: str, default: int) -> int:  # the flag, else as trained, else the default
+        return given if given is not None else trained.get(key) if trained.get(key) is not None else default
+
+    max_seq_length = setting(max_seq_length, "max_seq_length", default_max_seq_length(task.name))
+    doc_stride = setting(doc_stride, "doc_stride", 128)
+    max_query_length = setting(max_query_length, "max_query_length", 64)
     if task.kind == "qa":
         return _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc_stride,
                             max_query_length, null_threshold)
