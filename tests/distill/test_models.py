@@ -3,7 +3,7 @@ import torch
 
 from distill.models import (PRESETS, ModelError, Projector, build_student, check_layout, features,
                             student_config)
-from tests.distill.conftest import tiny_config, tiny_tokenizer
+from tests.distill.conftest import VOCAB, tiny_config, tiny_tokenizer
 
 
 def _batch():
@@ -12,11 +12,25 @@ def _batch():
     return dict(enc)
 
 
-def test_recomputed_scores_match_eager_attention():
-    from transformers import BertModel
+def _family_model(family: str):
+    """A tiny random encoder of one BERT-family layout (eager attention, so probabilities come back)."""
+    from transformers import BertModel, ElectraConfig, ElectraModel, RobertaConfig, RobertaModel
 
+    shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                 vocab_size=len(VOCAB), attn_implementation="eager")
+    if family == "bert":
+        return BertModel(tiny_config(layers=2, attn_implementation="eager"))
+    if family == "roberta":  # positions start after padding_idx, hence 2 more
+        return RobertaModel(RobertaConfig(max_position_embeddings=66, **shape))
+    # ELECTRA: embeddings narrower than the encoder, projected before layer 1
+    return ElectraModel(ElectraConfig(embedding_size=16, max_position_embeddings=64, **shape))
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra"])
+def test_recomputed_scores_match_eager_attention(family):
     torch.manual_seed(0)
-    model = BertModel(tiny_config(layers=2, attn_implementation="eager")).eval()
+    model = _family_model(family).eval()
+    check_layout(model)
     batch = _batch()
     with torch.no_grad():
         out = model(**batch, output_hidden_states=True, output_attentions=True)
@@ -29,6 +43,14 @@ def test_recomputed_scores_match_eager_attention():
         torch.testing.assert_close(probs, out.attentions[layer - 1], atol=1e-5, rtol=1e-5)
     assert len(feats.hidden) == 3
     torch.testing.assert_close(feats.hidden[2], out.last_hidden_state)
+
+
+def test_other_layouts_are_refused():
+    from transformers import DistilBertConfig, DistilBertModel
+
+    model = DistilBertModel(DistilBertConfig(vocab_size=len(VOCAB), dim=32, n_layers=1, n_heads=4, hidden_dim=64))
+    with pytest.raises(ModelError, match="DistilBertModel has no base_model.encoder.layer"):
+        check_layout(model)
 
 
 def test_scores_of_a_classifier_and_gradients_flow():
