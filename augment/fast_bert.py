@@ -11,6 +11,8 @@ It uses the modules' own weights (``BertForMaskedLM``: ``bert.embeddings``,
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -45,9 +47,24 @@ def _attention(layer, q_in: torch.Tensor, kv_in: torch.Tensor, key_mask: torch.T
     q = _heads(att.query(q_in), nh)  # (B, nh, Tq, hs)
     k = _heads(att.key(kv_in), nh)  # (B, nh, T, hs)
     v = _heads(att.value(kv_in), nh)
-    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # (B, nh, Tq, hs)
+    ctx = _context(q, k, v, key_mask)  # (B, nh, Tq, hs)
     ctx = ctx.transpose(1, 2).reshape(q_in.shape)  # (B, Tq, H)
     return layer.attention.output(ctx, q_in)  # dense, dropout (off in eval), LayerNorm(x + residual)
+
+
+def _context(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) v over the keys ``key_mask`` keeps.
+
+    q: (B, nh, Tq, hs); k, v: (B, nh, T, hs); key_mask: (B, 1, 1, T) bool. Returns (B, nh, Tq, hs).
+    """
+    if q.shape[2] > 1:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+    # One query per sequence (the last layer, at the mask): plain matmuls. With several threads,
+    # SDPA's single-query CPU kernel splits the keys by the batch's shape, so a row's result would
+    # depend on the other rows of its batch; these matmuls compute each row alone.
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, nh, 1, T)
+    scores = scores.masked_fill(~key_mask, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v  # (B, nh, 1, hs)
 
 
 def _feed_forward(layer, x: torch.Tensor) -> torch.Tensor:

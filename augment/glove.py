@@ -200,11 +200,13 @@ class GloveIndex:
         return cls(words, vectors, source=source or meta.get("source", str(entry)))
 
     # -- queries -----------------------------------------------------------------------------
-    def nearest(self, words: Sequence[str], k: int, chunk: int = 256) -> list[list[str]]:
+    def nearest(self, words: Sequence[str], k: int, chunk: int = 16) -> list[list[str]]:
         """The ``k`` nearest words by cosine for each query word (itself excluded).
 
         A word without a vector gets ``[]``. Ties are broken by row order (lower row first).
-        Results are cached per (word, k).
+        Results are cached per (word, k). Queries run ``chunk`` at a time, the last chunk filled up
+        with copies of a query, so every product has the same shape and a word's scores are
+        bit-identical whatever other words are queried with it (or were cached before).
         """
         out: list[list[str] | None] = [None] * len(words)
         todo: dict[str, list[int]] = {}
@@ -221,7 +223,7 @@ class GloveIndex:
         self.cache_misses += len(pending)
         for start in range(0, len(pending), chunk):
             batch = pending[start : start + chunk]
-            rows = np.array([self.index[w] for w in batch])
+            rows = np.array([self.index[w] for w in batch] + [self.index[batch[-1]]] * (chunk - len(batch)))
             for word, ids in zip(batch, self._topk_rows(rows, k)):
                 result = [self.words[j] for j in ids]
                 self._cache[(word, k)] = result

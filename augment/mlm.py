@@ -7,10 +7,12 @@ identical to the paper). Rows are grouped by a canonical padded length (``pad_mu
 through the encoder in inference mode, and only the hidden state at the mask goes through the
 vocabulary projection.
 
-A row is always padded to the same canonical length whatever batch it lands in, so batching
-changes only how the matrix library blocks its sums: logits then agree to float rounding (~1e-6)
-and the top-K lists are identical unless two candidates tie within that rounding (the tests check
-batch sizes 1 and 64 on real sentences give the same output).
+Batch invariance: a row is padded to a canonical length, and every forward runs ``batch_size``
+rows of one length (the last batch filled up with copies). The matrix library chooses kernels and
+blocking by shape, so equal shapes make a row's logits bit-identical whichever rows share its batch:
+output does not depend on how texts are batched or split across workers (tested to the last bit).
+A different ``batch_size`` or ``pad_multiple`` changes shapes, hence rounding (~1e-6), which can
+only reorder candidates tied within it.
 """
 from __future__ import annotations
 
@@ -151,14 +153,19 @@ class MaskedLMTeacher:
         if self.type_vocab_size < 2 and any(1 in r.token_type_ids for r in rows):
             raise TeacherError("teacher has a single segment embedding; use mlm_input='single'")
         lengths = np.array([padded_length(len(r.input_ids), pad_multiple, self.max_length) for r in rows])
-        # Only rows of one padded length share a batch, so a row's numerics never depend on its
-        # neighbours (length-bucketing also keeps padding, hence wasted compute, small).
+        # Every forward has the same shape, batch_size rows of one canonical length: the last batch
+        # of a length is filled up with copies of its last row. The matrix library picks its
+        # kernels and blocking by shape, so equal shapes make each row's logits bit-identical
+        # whatever other rows share its batch (how texts were batched, worker counts).
         for length in np.unique(lengths):
             group = np.flatnonzero(lengths == length)
             for start in range(0, len(group), batch_size):
                 idx = group[start : start + batch_size]
-                ids, vals = self._run([rows[i] for i in idx], int(length), k)
-                out_ids[idx], out_val[idx] = ids, vals
+                batch = [rows[i] for i in idx]
+                batch += [batch[-1]] * (batch_size - len(batch))
+                ids, vals = self._run(batch, int(length), k)
+                out_ids[idx], out_val[idx] = ids[: len(idx)], vals[: len(idx)]
+                self.rows_run += len(idx)
                 if on_batch:
                     on_batch(len(idx))
         return out_ids, out_val
@@ -175,7 +182,6 @@ class MaskedLMTeacher:
             mask[i, :n] = 1
         mask_pos = torch.tensor([r.mask_pos for r in rows])
         logits = self._masked_logits(input_ids.to(self.device), types.to(self.device), mask.to(self.device), mask_pos.to(self.device))
-        self.rows_run += b
         self.forward_calls += 1
         return _sorted_topk(logits.float().cpu(), k)
 

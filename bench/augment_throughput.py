@@ -39,7 +39,7 @@ def main() -> None:
     p.add_argument("--teacher", default=str(asset("models", "minilm-l6-mlm")))
     p.add_argument("--glove", default=str(asset("glove", "glove.6B.50d.top100k.txt")))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None, help="masked-LM rows per forward (default: the engine's)")
     args = p.parse_args()
 
     texts = sst2_dev(args.n)

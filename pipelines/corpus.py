@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--augment-context", action="store_true",
                      help="SQuAD: also augment context words outside every answer")
     comp = p.add_argument_group("compute (do not change the rows)")
-    comp.add_argument("--batch-size", type=int, default=64, help="masked-LM rows per forward")
+    comp.add_argument("--batch-size", type=int, help="masked-LM rows per forward (default: 8 on a CPU, 64 on a GPU)")
     comp.add_argument("--pad-multiple", type=int, default=8)
     comp.add_argument("--device", default="cpu")
     comp.add_argument("--dtype", default="float32")
@@ -156,7 +156,7 @@ def _engine_params(parser, args) -> dict:
         except OSError as e:
             parser.error(f"argument --stopwords: {e}")
     try:
-        AugmentConfig(**params)
+        params["batch_size"] = AugmentConfig(**params).batch_size  # the device's default, stated in the manifest
     except ValueError as e:
         field_name = str(e).split()[0]
         parser.error(f"argument {PARAM_FLAGS.get(field_name, '--' + field_name)}: {e}")
@@ -440,6 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: ``augment.py [flags]`` builds a corpus; ``augment.py export-tsv CORPUS DEST``."""
     # force: importing Beam may already have configured the root logger at WARNING.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    # BatchElements logs every batch timing it has seen, in one multi-kilobyte INFO line per bundle
+    logging.getLogger("apache_beam.transforms.util").setLevel(logging.WARNING)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export-tsv"]:
         from pipelines.export import main as export_main

@@ -86,3 +86,17 @@ def test_duplicate_word_keeps_first_vector(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="GloVe file not found"):
         GloveIndex.load(tmp_path / "nope.txt")
+
+
+def test_every_query_product_has_the_same_shape(tiny_glove, tmp_path, monkeypatch):
+    # A word's scores must not depend on the words queried with it: every product runs on
+    # ``chunk`` rows, the last chunk filled up, and the answers equal one-word-at-a-time queries.
+    index = GloveIndex.load(tiny_glove, cache_dir=tmp_path)
+    shapes = []
+    topk_rows = GloveIndex._topk_rows
+    monkeypatch.setattr(GloveIndex, "_topk_rows", lambda self, rows, k: shapes.append(rows.shape) or topk_rows(self, rows, k))
+    words = list(index.words)
+    together = index.nearest(words, 3, chunk=4)
+    assert shapes and set(shapes) == {(4,)}
+    alone = [GloveIndex.load(tiny_glove, cache_dir=tmp_path).nearest([w], 3, chunk=4)[0] for w in words]
+    assert together == alone

@@ -93,6 +93,21 @@ def test_topk_is_independent_of_batch_size_and_order(tiny_model):
     np.testing.assert_allclose(valsp, vals64[perm], atol=1e-6)
 
 
+def test_logits_are_bit_identical_however_rows_are_grouped(tiny_model):
+    # One batch_size: every forward has the same shape, so a row's logits do not depend on which
+    # rows share its batch (how texts were batched, worker counts), to the last bit.
+    teacher = MaskedLMTeacher(tiny_model)
+    rows = random_rows(60, seed=2)
+    ids, vals = teacher.topk(rows, 8, batch_size=8)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        perm = rng.permutation(len(rows))
+        for part in np.array_split(perm, int(rng.integers(2, 7))):
+            part_ids, part_vals = teacher.topk([rows[i] for i in part], 8, batch_size=8)
+            assert np.array_equal(part_vals, vals[part]) and np.array_equal(part_ids, ids[part])
+    assert teacher.rows_run == 4 * len(rows)  # filler rows are not counted
+
+
 def test_empty_query_list(tiny_model):
     ids, vals = MaskedLMTeacher(tiny_model).topk([], 5)
     assert ids.shape == (0, 5) and vals.shape == (0, 5)
