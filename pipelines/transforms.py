@@ -206,7 +206,7 @@ class AugmentFn(beam.DoFn):
 class Augment(beam.PTransform):
     """records -> (rows, rejects), in batches of at most ``max_batch`` records per engine call."""
 
-    def __init__(self, loader: Callable, spec: TaskSpec, augment_context: bool = False, max_batch: int = 32,
+    def __init__(self, loader: Callable, spec: TaskSpec, augment_context: bool = False, max_batch: int = 128,
                  progress_seconds: float = 30.0, workers: int = 1):
         super().__init__()
         self.fn = AugmentFn(loader, spec, augment_context, progress_seconds, workers)
