@@ -24,8 +24,7 @@ WORKDIR /opt/bert-compress
 COPY . .
 # The README's install steps: torch pinned first, then the project.
 RUN pip install torch==2.13.0 --index-url ${TORCH_INDEX} \
- && pip install . \
- && pip install tensorboard
+ && pip install ".[tensorboard]"
 
 VOLUME ["/data", "/out"]
 WORKDIR /out

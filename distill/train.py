@@ -318,7 +318,10 @@ class Recipe:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(os.path.join(self.cfg.output_dir, "tb"), purge_step=self.step or None)
+                # A resumed run redoes the steps after its checkpoint: TensorBoard hides those
+                # (from purge_step on) that the killed run had logged, and keeps the checkpoint's own.
+                self.tb = SummaryWriter(os.path.join(self.cfg.output_dir, "tb"),
+                                        purge_step=self.step + 1 if resume else None)
             except ImportError:
                 log.info("tensorboard not installed; logging to log.jsonl only")
 

@@ -133,6 +133,28 @@ def test_resume_ends_where_an_uninterrupted_run_would(tmp_path, monkeypatch, tea
     assert strip(read_log(full)) == strip(read_log(killed))
 
 
+def test_tensorboard_holds_the_logged_scalars_once_each_after_a_resume(tmp_path, monkeypatch, teacher_dir,
+                                                                      student_config_file, sst2_corpus):
+    """TensorBoard gets every scalar of log.jsonl, and a resumed run replaces (purges) the steps it
+    redoes instead of drawing them twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    args = _intermediate_args(out, teacher_dir, student_config_file, sst2_corpus, **{"train.tensorboard": True})
+    # checkpoints every 2 steps: killed during step 6, so steps 1-5 were logged, step 5 past the
+    # step-4 checkpoint; the resumed run redoes 5 and 6
+    kill_then_resume(monkeypatch, args, out, killed_after_step=5)
+
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    log = read_log(out)
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss", "attention", "hidden", "embedding", "lr"):
+        scalars = events.Scalars(f"train/{key}")
+        assert [s.step for s in scalars] == [1, 2, 3, 4, 5, 6], key
+        assert [s.value for s in scalars] == pytest.approx([r[key] for r in log], rel=1e-6), key
+
+
 def test_resume_refuses_a_different_config(tmp_path, teacher_dir, student_config_file, sst2_corpus):
     out = tmp_path / "run"
     run_cli(*_intermediate_args(out, teacher_dir, student_config_file, sst2_corpus, **{"train.max_steps": 2}))
