@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--stopwords", help="stopword file (default: the authors' list)")
     eng.add_argument("--augment-context", action="store_true",
                      help="SQuAD: also augment context words outside every answer")
-    comp = p.add_argument_group("compute (do not change the rows)")
+    comp = p.add_argument_group("compute (not in the fingerprint; batch size and padding change only float rounding)")
     comp.add_argument("--batch-size", type=int, help="masked-LM rows per forward (default: 8 on a CPU, 64 on a GPU)")
     comp.add_argument("--pad-multiple", type=int, default=8)
     comp.add_argument("--device", default="cpu")
