@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from augment.assets import asset  # noqa: E402
+from pipelines.transforms import RECORDS_PER_BATCH  # noqa: E402
 
 
 def engine_alone(args, texts: list[str]) -> tuple[float, float]:
@@ -74,7 +75,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--texts", type=int, default=800)
     p.add_argument("--n-aug", type=int, default=4)
-    p.add_argument("--records-per-batch", type=int, default=128)
+    p.add_argument("--records-per-batch", type=int, default=RECORDS_PER_BATCH)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--workers", default="1,2", help="comma-separated DirectRunner worker counts")
     p.add_argument("--input", default=None, help="SST-2 style TSV (default: the assets' SST-2 train)")

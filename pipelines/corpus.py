@@ -31,8 +31,8 @@ from pipelines.records import InputSpec
 from pipelines.rows import features
 from pipelines.shards import SHARD_PATTERN
 from pipelines.tasks import TaskSpec, get_task
-from pipelines.transforms import (NAMESPACE, Augment, AugmenterLoader, ReadTask, WriteDeadLetters,
-                                  WriteManifest, WriteShards)
+from pipelines.transforms import (NAMESPACE, RECORDS_PER_BATCH, Augment, AugmenterLoader, ReadTask,
+                                  WriteDeadLetters, WriteManifest, WriteShards)
 
 log = logging.getLogger("pipelines.corpus")
 
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--pad-multiple", type=int, default=8)
     comp.add_argument("--device", default="cpu")
     comp.add_argument("--dtype", default="float32")
-    comp.add_argument("--records-per-batch", type=int, default=128, help="records per engine call (max)")
+    comp.add_argument("--records-per-batch", type=int, default=RECORDS_PER_BATCH, help="records per engine call (max)")
     comp.add_argument("--torch-threads", type=int, help="torch threads per worker process")
     comp.add_argument("--progress-seconds", type=float, default=30.0, help="progress log period")
     return p
@@ -101,7 +101,7 @@ class RunConfig:
     augment_context: bool = False
     num_shards: int = 8
     max_records: int | None = None
-    records_per_batch: int = 128
+    records_per_batch: int = RECORDS_PER_BATCH
     torch_threads: int | None = None
     progress_seconds: float = 30.0
     overwrite: bool = False
