@@ -1,14 +1,18 @@
 """What structured pruning buys at inference: a model vs its compact pruned form, side by side.
 
-    python bench/prune_speed.py                              # ~1-2 min on 2 CPU cores
-    python bench/prune_speed.py --shape bert-base --keep-heads 0.5 --keep-ffn 0.5 --batch 1 --seq 256
+    python bench/prune_speed.py                              # ~2-4 min on 2 CPU cores
+    python bench/prune_speed.py --shape bert-base --keep-heads 0.5 --keep-ffn 0.5 --batch 1,32 --seq 384
+    python bench/prune_speed.py --model out/squad-prune-cpu/recover-l0-40/final   # a real pruned model
 
 The model is a QA model of the chosen shape (``minilm``: 6 layers, hidden 384, 12 heads, FFN 1536, the
 asset's shape; ``bert-base``: 12 layers, 768, 12, 3072) with random weights: speed depends on shapes,
 not values. A seeded random mask keeps --keep-heads of the heads and --keep-ffn of the FFN units
-(over all layers); ``distill.pruning.compact`` removes the rest. Full and compact forwards alternate
-within each repetition so machine noise hits both alike; the script prints the medians, the speed-up,
-the parameter counts, and the largest output difference between the two forms.
+(over all layers); ``distill.pruning.compact`` removes the rest. With ``--model`` the pruned model of
+``distill prune`` is compared as users run it: loaded plainly (its pruned weights are zeros, the
+unpruned model's cost) against ``distill.pruning.load_pruned`` (compacted). Full and compact forwards
+alternate within each repetition so machine noise hits both alike; the script prints the medians and
+the speed-up per batch size, the parameter counts, the safetensors file sizes, and the largest output
+difference between the two forms.
 """
 from __future__ import annotations
 
@@ -34,67 +38,106 @@ def main(argv=None) -> dict:
     p.add_argument("--shape", choices=sorted(SHAPES), default="minilm")
     p.add_argument("--keep-heads", type=float, default=0.5)
     p.add_argument("--keep-ffn", type=float, default=0.5)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--model", help="a pruned model directory (distill prune's output, or a recovery of it)")
+    p.add_argument("--batch", default="1,32", help="batch sizes, comma-separated")
+    p.add_argument("--seq", type=int, default=384)
+    p.add_argument("--reps", type=int, default=None, help="timed forwards per form and batch size "
+                                                             "(default: 30 at batch 1, fewer for larger batches)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
-
-    from transformers import BertConfig, BertForQuestionAnswering
-
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    full, small, mask, label = _models(args)
+    full.to(args.device)
+    small.to(args.device)
+    sizes = {"full": _file_mb(full), "compact": _file_mb(small)}
+    count = lambda m: sum(x.numel() for x in m.parameters())  # noqa: E731
+    result = {"model": label, "seq": args.seq, "device": args.device, "threads": torch.get_num_threads(),
+              "heads_kept": int(mask.heads.sum()), "heads_total": mask.heads.numel(),
+              "ffn_kept": int(mask.ffn.sum()), "ffn_total": mask.ffn.numel(),
+              "parameters_full": count(full), "parameters_compact": count(small),
+              "file_mb_full": sizes["full"], "file_mb_compact": sizes["compact"], "batches": {}}
+    print(f"{label}: {result['heads_kept']}/{result['heads_total']} heads, {result['ffn_kept']}/"
+          f"{result['ffn_total']} FFN units kept; {result['threads']} threads, {args.device}, {args.seq} tokens")
+    for batch_size in [int(b) for b in args.batch.split(",")]:
+        ids = torch.randint(1000, 20000, (batch_size, args.seq), device=args.device)
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        reps = args.reps or max(5, 30 // batch_size)
+        med, diff = _time_pair(full, small, batch, reps, args.device)
+        result["batches"][batch_size] = {"full_ms": round(med["full"], 2), "compact_ms": round(med["compact"], 2),
+                                         "speedup": round(med["full"] / med["compact"], 2), "reps": reps,
+                                         "max_abs_output_diff": diff}
+        print(f"  batch {batch_size:>3}: full {med['full']:.1f} ms, compact {med['compact']:.1f} ms -> "
+              f"{med['full'] / med['compact']:.2f}x   (max |output diff| {diff:.1e})")
+    print(f"  parameters {count(full) / 1e6:.1f}M -> {count(small) / 1e6:.1f}M; safetensors "
+          f"{sizes['full']:.1f} MB -> {sizes['compact']:.1f} MB")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def _models(args):
+    """(full, compact, mask, label): the two forms of one pruned function."""
+    from transformers import AutoModelForQuestionAnswering, BertConfig, BertForQuestionAnswering
+
+    from distill.pruning import apply_mask, load_pruned, read_mask
+
+    if args.model:
+        mask = read_mask(args.model)
+        if mask is None:
+            raise SystemExit(f"{args.model} has no pruning.json: not a model written by distill prune")
+        full = AutoModelForQuestionAnswering.from_pretrained(args.model).eval()  # zeros: the unpruned cost
+        return full, load_pruned(args.model, "qa").eval(), mask, args.model
     config = BertConfig(**SHAPES[args.shape], attn_implementation="sdpa")
-    full = BertForQuestionAnswering(config).eval().to(args.device)
-    small = BertForQuestionAnswering(config).eval().to(args.device)
+    full = BertForQuestionAnswering(config).eval()
+    small = BertForQuestionAnswering(config).eval()
     small.load_state_dict(full.state_dict())
     c = config
     mask = select(*random_scores(c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, seed=0),
                   args.keep_heads, args.keep_ffn)
+    apply_mask(full, mask)  # the same function as the compact form, at full cost
     compact(small, mask)
-    ids = torch.randint(1000, 20000, (args.batch, args.seq), device=args.device)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    return full, small, mask, f"{args.shape} (random weights, random mask)"
 
+
+def _file_mb(model) -> float:
+    """MB of the model's weights written as safetensors."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.safetensors")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+        return round(os.path.getsize(path) / 2**20, 1)
+
+
+def _time_pair(full, small, batch: dict, reps: int, device: str) -> tuple[dict, float]:
+    """Median ms of each form, alternating, and the largest output difference."""
     def timed(model) -> float:
-        if args.device.startswith("cuda"):
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.perf_counter()
         model(**batch)
-        if args.device.startswith("cuda"):
+        if device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
     times = {"full": [], "compact": []}
     with torch.inference_mode():
-        for _ in range(3):  # warm-up
+        for _ in range(2):  # warm-up
             timed(full), timed(small)
-        for _ in range(args.reps):
+        for _ in range(reps):
             times["full"].append(timed(full))
             times["compact"].append(timed(small))
-        # the compact form with a zeroed copy is the reference: same function, fewer multiplications
-        from distill.pruning import apply_mask
-
-        apply_mask(full, mask)
         a, b = full(**batch), small(**batch)
-        diff = max((a.start_logits - b.start_logits).abs().max().item(), (a.end_logits - b.end_logits).abs().max().item())
-    med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-    count = lambda m: sum(x.numel() for x in m.parameters())  # noqa: E731
-    result = {"shape": args.shape, "batch": args.batch, "seq": args.seq, "device": args.device,
-              "threads": torch.get_num_threads(), "keep_heads": args.keep_heads, "keep_ffn": args.keep_ffn,
-              "full_ms": round(med["full"], 2), "compact_ms": round(med["compact"], 2),
-              "speedup": round(med["full"] / med["compact"], 2), "parameters_full": count(full),
-              "parameters_compact": count(small), "max_abs_output_diff": diff}
-    print(f"{args.shape}, batch {args.batch} x {args.seq} tokens, {result['threads']} threads, {args.device}: "
-          f"full {med['full']:.1f} ms, compact ({args.keep_heads:.0%} heads, {args.keep_ffn:.0%} FFN) "
-          f"{med['compact']:.1f} ms -> {result['speedup']:.2f}x; parameters {count(full) / 1e6:.1f}M -> "
-          f"{count(small) / 1e6:.1f}M; max |output diff| {diff:.1e}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-    return result
+        diff = max((a.start_logits - b.start_logits).abs().max().item(),
+                   (a.end_logits - b.end_logits).abs().max().item())
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}, diff
 
 
 if __name__ == "__main__":

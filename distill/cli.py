@@ -25,7 +25,7 @@ from distill.config import ConfigError, load_config
 
 
 def _run(stage: str, config: str | None, overrides: tuple[str, ...], resume: bool, step: str | None = None) -> None:
-    from distill import train
+    from distill import prune, train
     from distill.mapping import MappingError
     from distill.models import ModelError
     from distill.shards import CorpusError
@@ -35,7 +35,7 @@ def _run(stage: str, config: str | None, overrides: tuple[str, ...], resume: boo
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     try:
-        result = train.main(cfg, resume=resume)
+        result = (prune.main if stage == "prune" else train.main)(cfg, resume=resume)
     except (CorpusError, MappingError, ModelError, train.ResumeError, ConfigError) as e:
         raise click.ClickException(str(e)) from None
     if result:
@@ -106,8 +106,11 @@ def prune(config, resume, overrides) -> None:
               help="squad: question tokens kept (default: as trained, else 64).")
 @click.option("--null-threshold", type=float, default=0.0, show_default=True,
               help="squad 2.0: answer \"\" when the null score beats the best span by more than this.")
+@click.option("--tune-data", default=None,
+              help="squad 2.0: other questions (held-out training questions, never the scored ones) on which "
+                   "the best null threshold is chosen; reported as f1_tuned beside f1 at --null-threshold.")
 def eval_(model_path, task_name, data, split, batch_size, max_seq_length, device, doc_stride, max_query_length,
-          null_threshold) -> None:
+          null_threshold, tune_data) -> None:
     """Evaluate a checkpoint with the task's metric (GLUE, or SQuAD EM/F1); prints one JSON object."""
     from distill.evaluate import evaluate_checkpoint
     from distill.models import ModelError
@@ -115,7 +118,7 @@ def eval_(model_path, task_name, data, split, batch_size, max_seq_length, device
 
     try:
         result = evaluate_checkpoint(model_path, task_name, data, split, batch_size, max_seq_length, device,
-                                     doc_stride, max_query_length, null_threshold)
+                                     doc_stride, max_query_length, null_threshold, tune_data)
     except (CorpusError, ModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(result))

@@ -60,6 +60,7 @@ class OptimConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     adam_eps: float = 1e-8
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
 
 
 @dataclass
@@ -101,20 +102,35 @@ class LossConfig:
 @dataclass
 class PruneConfig:
     """``distill prune`` (McCarley et al., 2019): strategy random | gain | l0 decides which heads and
-    FFN units of ``model.teacher`` go. keep_heads / keep_ffn: the fraction kept, of all heads / units
-    (scope global) or of each layer's (scope layer); every layer keeps at least one head. gain:
-    |dL/dgate| of the gold-label loss averaged over gain_batches training batches. l0: hard-concrete
-    gates trained for train.max_steps (weights frozen; optim.lr is the gates' learning rate) on the
-    soft cross-entropy against the unpruned model + l0_lambda x the expected fraction of open gates;
-    gates start open with probability l0_init_open. Then the best-scored are kept."""
+    FFN units of ``model.teacher`` go.
+
+    keep_heads / keep_ffn: the fraction kept, of all heads / units (scope global) or of each layer's
+    (scope layer); every layer keeps at least one head; default 0.5 each. gain: |dL/dgate| of the
+    gold-label loss averaged over gain_batches training batches. l0: hard-concrete gates trained for
+    train.max_steps (weights frozen; optim.lr is the gates' learning rate) on the soft cross-entropy
+    against the unpruned model; gates start open with probability l0_init_open. Two ways to size an
+    l0 model:
+
+    - target_heads / target_ffn (fractions kept, in (0, 1]; give both): a Lagrangian (CoFi) drives
+      the expected fraction of open gates to the targets, which move linearly from the gates'
+      initial density over the first target_warmup of the steps; the model keeps the expected
+      number of open gates, best log_alpha first. keep_* and l0_lambda are not used. The multipliers
+      learn at lagrangian_lr (default 30 x optim.lr: slower multipliers let Adam-driven gates
+      overshoot the target and stall, measured on toy problems in tests/distill/test_pruning.py).
+    - otherwise: + l0_lambda x the expected fraction of open gates, then keep_heads / keep_ffn.
+    """
 
     strategy: str = "gain"
-    keep_heads: float = 0.5
-    keep_ffn: float = 0.5
+    keep_heads: float | None = None
+    keep_ffn: float | None = None
     scope: str = "global"
     gain_batches: int = 32
     l0_lambda: float = 1.0
     l0_init_open: float = 0.9
+    target_heads: float | None = None
+    target_ffn: float | None = None
+    target_warmup: float = 0.5
+    lagrangian_lr: float | None = None
 
 
 @dataclass
@@ -297,6 +313,8 @@ def validate(cfg: Config) -> None:
     need(t.max_steps is None or t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")
     need(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
     need(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    need(len(o.adam_betas) == 2 and all(0 <= b < 1 for b in o.adam_betas),
+         f"optim.adam_betas must be two numbers in [0, 1), got {o.adam_betas}")
     need(0 <= o.warmup_ratio < 1, f"optim.warmup_ratio must be in [0, 1), got {o.warmup_ratio}")
     need(t.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}, got {t.precision!r}")
     need(cfg.distill.temperature > 0, f"distill.temperature must be > 0, got {cfg.distill.temperature}")
@@ -314,11 +332,27 @@ def _validate_prune(cfg: Config, need) -> None:
     p = cfg.prune
     need(p.strategy in PRUNE_STRATEGIES, f"prune.strategy must be one of {PRUNE_STRATEGIES}, got {p.strategy!r}")
     need(p.scope in PRUNE_SCOPES, f"prune.scope must be one of {PRUNE_SCOPES}, got {p.scope!r}")
-    for key in ("keep_heads", "keep_ffn"):
-        value = getattr(p, key)
-        need(0 < value <= 1 if key == "keep_heads" else 0 <= value <= 1,
-             f"prune.{key} is the fraction kept: must be in {'(0, 1]' if key == 'keep_heads' else '[0, 1]'}, "
-             f"got {value}")
+    targets = {k: getattr(p, k) for k in ("target_heads", "target_ffn")}
+    if any(v is not None for v in targets.values()):
+        need(p.strategy == "l0", f"prune.target_heads / target_ffn size an l0 run; strategy {p.strategy} takes "
+                                 f"prune.keep_heads / keep_ffn")
+        for key, value in targets.items():
+            need(value is not None, f"prune.{key} is missing: give target_heads and target_ffn together "
+                                    f"(1.0 keeps all of a kind)")
+            need(0 < value <= 1, f"prune.{key} is the fraction kept: must be in (0, 1], got {value}")
+        for key in ("keep_heads", "keep_ffn"):
+            need(getattr(p, key) is None, f"prune.{key} and prune.target_* both size the model; give one "
+                                          f"(with targets the expected open gates are kept)")
+        need(p.scope == "global", "prune.target_* keep the expected open gates across layers (scope global)")
+        need(0 <= p.target_warmup <= 1, f"prune.target_warmup is a fraction of the steps: must be in [0, 1], "
+                                        f"got {p.target_warmup}")
+        p.lagrangian_lr = 30 * cfg.optim.lr if p.lagrangian_lr is None else p.lagrangian_lr
+        need(p.lagrangian_lr > 0, f"prune.lagrangian_lr must be > 0, got {p.lagrangian_lr}")
+    else:
+        p.keep_heads = 0.5 if p.keep_heads is None else p.keep_heads  # resolved here, so config.yaml states it
+        p.keep_ffn = 0.5 if p.keep_ffn is None else p.keep_ffn
+        need(0 < p.keep_heads <= 1, f"prune.keep_heads is the fraction kept: must be in (0, 1], got {p.keep_heads}")
+        need(0 <= p.keep_ffn <= 1, f"prune.keep_ffn is the fraction kept: must be in [0, 1], got {p.keep_ffn}")
     need(p.gain_batches >= 1, f"prune.gain_batches must be >= 1, got {p.gain_batches}")
     need(p.l0_lambda >= 0, f"prune.l0_lambda must be >= 0, got {p.l0_lambda}")
     need(0 < p.l0_init_open < 1, f"prune.l0_init_open must be in (0, 1), got {p.l0_init_open}")

@@ -308,10 +308,23 @@ def _check_columns(path: str, schema: pa.Schema, columns: Sequence[str], task) -
             raise CorpusError(f"{path}: label column is {t}, expected {want} for task {task.name}")
 
 
+def check_answers(row: dict) -> None:
+    """Raise ``CorpusError`` naming the row when an answer is not at its ``answer_start``."""
+    answers = row.get("answers") or {"text": [], "answer_start": []}
+    texts, starts = list(answers.get("text") or []), list(answers.get("answer_start") or [])
+    if len(texts) != len(starts):
+        raise CorpusError(f"question {row['id']!r}: {len(texts)} answer texts but {len(starts)} answer_start")
+    for text, start in zip(texts, starts):
+        found = row["context"][start:start + len(text)]
+        if found != text:
+            raise CorpusError(f"question {row['id']!r}: answer {text!r} is not at answer_start {start} "
+                              f"(the context has {found!r} there)")
+    if not row.get("is_impossible") and not texts:
+        raise CorpusError(f"question {row['id']!r}: answerable (is_impossible false) but has no answers")
+
+
 def _check_qa_rows(path: str, table: pa.Table) -> None:
     """Every answer at its answer_start (one pass over the shard)."""
-    from distill.qa import check_answers
-
     for row in table.select(["id", "context", "answers", "is_impossible"]).to_pylist():
         try:
             check_answers(row)

@@ -22,11 +22,14 @@ def trained_settings(model_path: str) -> dict:
 
 def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str = "dev", batch_size: int = 64,
                         max_seq_length: int | None = None, device: str = "auto", doc_stride: int | None = None,
-                        max_query_length: int | None = None, null_threshold: float = 0.0) -> dict:
+                        max_query_length: int | None = None, null_threshold: float = 0.0,
+                        tune_data: str | None = None) -> dict:
     """GLUE metrics of ``model_path`` on ``data`` (TSV, GLUE directory or corpus), or SQuAD EM/F1 on
     a SQuAD JSON file or corpus; also rows, seconds, parameters. ``max_seq_length``, ``doc_stride``
     and ``max_query_length`` left None take the values the checkpoint was trained with (its saved
-    ``config.yaml``), else the task's defaults (128 tokens, or 384/128/64 for SQuAD). Raises
+    ``config.yaml``), else the task's defaults (128 tokens, or 384/128/64 for SQuAD). SQuAD 2.0:
+    ``tune_data`` (other questions than ``data``, e.g. held-out training questions) chooses the null
+    threshold reported as ``f1_tuned`` (see ``distill.qa.evaluate_qa``). Raises
     ``ModelError``/``CorpusError``/``ValueError`` naming the problem."""
     from transformers import AutoTokenizer
 
@@ -49,7 +52,9 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     max_query_length = setting(max_query_length, "max_query_length", 64)
     if task.kind == "qa":
         return _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc_stride,
-                            max_query_length, null_threshold)
+                            max_query_length, null_threshold, tune_data)
+    if tune_data is not None:
+        raise ValueError(f"tune_data chooses a SQuAD 2.0 null threshold; task {task.name} has none")
     model = load_pruned(model_path, "classification")  # compacted when saved pruned: same outputs, less work
     if model.config.num_labels != task.num_labels:
         raise ModelError(f"{model_path} has {model.config.num_labels} outputs; task {task.name} has {task.num_labels}")
@@ -66,7 +71,7 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
 
 
 def _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc_stride, max_query_length,
-                 null_threshold) -> dict:
+                 null_threshold, tune_data=None) -> dict:
     from transformers import AutoTokenizer
 
     from distill.models import ModelError, count_parameters
@@ -81,9 +86,16 @@ def _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc
     dev = _device(device, 0)
     model.to(dev).eval()
     rows = read_examples(data, task)
+    tune_rows = None
+    if tune_data is not None:
+        tune_rows = read_examples(tune_data, task)
+        shared = {r["id"] for r in rows} & {r["id"] for r in tune_rows}
+        if shared:
+            raise ValueError(f"tune_data {tune_data} shares {len(shared)} questions with {data} (e.g. "
+                             f"{sorted(shared)[0]!r}); a threshold tuned on the scored questions is not a result")
     collator = QACollator(AutoTokenizer.from_pretrained(model_path), max_seq_length, doc_stride, max_query_length)
     start = time.perf_counter()
-    result = evaluate_qa(model, rows, collator, batch_size, dev, null_threshold)
+    result = evaluate_qa(model, rows, collator, batch_size, dev, null_threshold, tune_rows)
     return {"task": task.name, "rows": len(rows), "seconds": round(time.perf_counter() - start, 3),
             "parameters": count_parameters(model), "max_seq_length": max_seq_length, "doc_stride": doc_stride,
             "max_query_length": max_query_length, **result}

@@ -7,6 +7,7 @@ accuracy, F1 of class 1, Matthews correlation, or the mean of Pearson and Spearm
 from __future__ import annotations
 
 import collections
+import math
 import re
 import string
 from typing import Sequence
@@ -141,4 +142,86 @@ def squad(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[st
     for name, sel in (("HasAns", has), ("NoAns", ~has)):
         out |= {f"{name}_exact": pct(em[sel]), f"{name}_f1": pct(f1[sel]), f"{name}_total": int(sel.sum())}
     out["score"] = out["f1"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# SQuAD 2.0 with a null threshold. A QA model gives, per question, its best non-null span and the
+# margin ``null_diff`` = null score - best span score; it abstains ("") when null_diff > threshold.
+
+
+def _question_scores(spans: Sequence[str], golds: Sequence[Sequence[str]], metric) -> tuple[np.ndarray, np.ndarray,
+                                                                                              np.ndarray]:
+    """Per question: the score of answering with its span, of abstaining, and whether it has an answer."""
+    if len(spans) != len(golds):
+        raise ValueError(f"{len(spans)} spans for {len(golds)} questions")
+    answered, abstained, has = [], [], []
+    for span, answers in zip(spans, golds):
+        answers = [a for a in answers if normalize_answer(a)] or [""]
+        has.append(answers != [""])
+        answered.append(max(metric(span, a) for a in answers))
+        abstained.append(float(answers == [""]))
+    return np.array(answered, float), np.array(abstained, float), np.array(has, bool)
+
+
+def best_null_threshold(spans: Sequence[str], null_diff: Sequence[float], golds: Sequence[Sequence[str]],
+                        metric: str = "f1") -> tuple[float, float]:
+    """The null threshold that maximises ``metric`` (``f1`` or ``exact``) on these questions, and that
+    score in percent: the official SQuAD 2.0 script's best-threshold search (``find_best_thresh``).
+
+    Questions are answered in order of rising ``null_diff``; the threshold is the ``null_diff`` of the
+    last question answered in the best prefix (the lowest threshold reaching the best score), or
+    ``-inf`` when abstaining everywhere is best. Unlike the official script, questions with equal
+    ``null_diff`` are answered together, as a threshold cannot separate them.
+
+    Args:
+        spans: (E,) the best non-null span of each question ("" when it has none).
+        null_diff: (E,) null score - best span score (+inf when there is no span).
+        golds: (E,) each question's gold answers (none, or only "", = unanswerable).
+    """
+    fn = {"f1": f1_score, "exact": exact_match}[metric]
+    answered, abstained, _ = _question_scores(spans, golds, fn)
+    diff = np.asarray(null_diff, float)
+    if diff.shape != answered.shape:
+        raise ValueError(f"null_diff has shape {diff.shape}, expected ({len(answered)},)")
+    order = np.argsort(diff, kind="stable")
+    gain = np.cumsum((answered - abstained)[order])  # score change from answering each prefix
+    last = np.r_[diff[order][1:] != diff[order][:-1], True]  # a prefix may end only after a tie group
+    total, threshold = abstained.sum(), -np.inf
+    best = total
+    for i in np.flatnonzero(last & np.isfinite(diff[order])):
+        if total + gain[i] > best:
+            best, threshold = total + gain[i], float(diff[order][i])
+    return threshold, float(100 * best / len(answered)) if len(answered) else 0.0
+
+
+def squad_v2_report(spans: Sequence[str], null_diff: Sequence[float], golds: Sequence[Sequence[str]],
+                    tuned_threshold: float | None = None) -> dict[str, float]:
+    """The honest SQuAD 2.0 figures of one model on one split:
+
+    - ``exact``/``f1`` (and HasAns/NoAns splits): the official metrics at null threshold 0;
+    - ``f1_tuned``/``exact_tuned``: at ``tuned_threshold``, chosen on *other* questions
+      (``null_threshold``: that threshold, None for -inf = abstain everywhere);
+    - ``hasans_f1_forced``/``hasans_exact_forced``: answerable questions, always answered with the best
+      span (span quality, whatever the null decision);
+    - ``null_baseline_f1``: the F1 of abstaining on every question (the unanswerable share);
+    - ``oracle_threshold``/``oracle_f1``: the best threshold on *these* questions (an upper bound, not a
+      result: it is tuned on the data it scores).
+    """
+    diff = np.asarray(null_diff, float)
+    at = lambda t: [s if d <= t else "" for s, d in zip(spans, diff)]  # noqa: E731
+    out = squad(at(0.0), golds)
+    f1s, abstained, has = _question_scores(spans, golds, f1_score)
+    ems, _, _ = _question_scores(spans, golds, exact_match)
+    pct = lambda x: float(100 * x.mean()) if len(x) else 0.0  # noqa: E731
+    out |= {"hasans_f1_forced": pct(f1s[has]), "hasans_exact_forced": pct(ems[has]),
+            "null_baseline_f1": pct(abstained)}
+    oracle, out["oracle_f1"] = best_null_threshold(spans, diff, golds)
+    out["oracle_threshold"] = oracle if math.isfinite(oracle) else None
+    if tuned_threshold is not None:
+        tuned = squad(at(tuned_threshold), golds)
+        # -inf (abstain everywhere) is not JSON: None says the same
+        out |= {"null_threshold": tuned_threshold if math.isfinite(tuned_threshold) else None,
+                "f1_tuned": tuned["f1"], "exact_tuned": tuned["exact"],
+                "HasAns_f1_tuned": tuned["HasAns_f1"], "NoAns_f1_tuned": tuned["NoAns_f1"]}
     return out

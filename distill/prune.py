@@ -6,7 +6,9 @@
         model.teacher=out/squad-teacher/best ...          # recover with distillation
 
 ``random`` and ``gain`` score every gate in one pass (``run``); ``l0`` trains hard-concrete gates
-in the ordinary training loop (checkpoints, resume, DDP) and ends in ``finish_l0``. Every strategy
+in the ordinary training loop (``L0Recipe``: checkpoints, resume, DDP) and ends in ``finish_l0``;
+with ``prune.target_heads`` / ``target_ffn`` a Lagrangian drives the expected open gates to the
+targets and the model keeps that many (``distill.pruning.Lagrangian``). Every strategy
 writes ``output_dir/pruned``: the model with its pruned weights zeroed (loads with plain
 ``from_pretrained``), ``pruning.json`` (kept heads and units), ``scores.safetensors`` (every gate's
 score), and ``metrics.json`` (dev metrics of the pruned model before any recovery training, when
@@ -23,8 +25,10 @@ import torch
 from torch import nn
 
 from distill.config import Config, ConfigError
-from distill.pruning import (PruneMask, apply_mask, effective_parameters, gain_scores, random_scores,
-                             select)
+from distill.pruning import (PruneMask, apply_mask, deterministic_open, effective_parameters, expected_counts,
+                             gain_scores, random_scores, select)
+from distill.train import Recipe, _device, eval_rows, evaluate, make_collator, save_pretrained, train_corpus
+from distill.train import main as train_main
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +37,13 @@ OUTPUT = "pruned"
 
 def run(cfg: Config) -> dict:
     """The random and gain strategies: score, select, save; returns the summary printed by the CLI."""
+    if cfg.prune.strategy == "l0":
+        raise ValueError("prune.strategy l0 trains gates: run it with distill.prune.main")
     from transformers import AutoTokenizer
 
     from distill.data import loader, open_corpus
     from distill.models import load_model
     from distill.stages import gold_loss_fn, trained_head
-    from distill.train import _device, make_collator, train_corpus
     from pipelines.tasks import get_task
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -67,26 +72,54 @@ def run(cfg: Config) -> dict:
         head_scores, ffn_scores, seen = gain_scores(model, on_device, gold_loss_fn(task))
         if seen < p.gain_batches:
             log.warning("the corpus gave %d batches of the %d prune.gain_batches asked for", seen, p.gain_batches)
-    else:
-        raise ValueError(f"prune.strategy {p.strategy!r} trains gates: run it through distill.train.main")
     mask = select(head_scores, ffn_scores, p.keep_heads, p.keep_ffn, p.scope)
     return save_result(cfg, model, tokenizer, mask, head_scores, ffn_scores, task, device,
                        extra={"gain_batches": seen} if p.strategy == "gain" else {})
 
 
-def finish_l0(recipe) -> dict:
-    """After the l0 gates trained: keep the gates with the highest ``log_alpha`` and save (rank 0)."""
+def main(cfg: Config, resume: bool = False) -> dict:
+    """``distill prune``: one pass for random and gain, the training loop for l0."""
+    if cfg.prune.strategy != "l0":
+        if resume:
+            log.info("prune.strategy %s is one pass; --resume has nothing to resume", cfg.prune.strategy)
+        return run(cfg)
+    return train_main(cfg, resume, recipe_class=L0Recipe)
+
+
+class L0Recipe(Recipe):
+    """The training loop over hard-concrete gates; it ends by choosing and saving the mask."""
+
+    def setup(self, resume: bool = False) -> None:
+        super().setup(resume)
+        self.module.set_total_forwards(self.max_steps * self.cfg.train.grad_accum)
+
+    def finish(self, last_eval: dict) -> dict:
+        return finish_l0(self)
+
+
+def finish_l0(recipe: Recipe) -> dict:
+    """After the l0 gates trained: keep the gates with the highest ``log_alpha`` (as many as asked,
+    or with targets the expected number of open gates) and save (rank 0)."""
     if not recipe.is_main:
         return {}
     gates = recipe.module.gates
     head_scores, ffn_scores = (s.cpu() for s in gates.scores())
-    gates.detach()  # the saved model is judged with its hard mask, not the soft gates
     p = recipe.cfg.prune
-    mask = select(head_scores, ffn_scores, p.keep_heads, p.keep_ffn, p.scope)
     with torch.no_grad():
         open_heads, open_ffn = gates.expected_open()
     extra = {"l0_steps": recipe.step, "l0_expected_open_heads": round(float(open_heads), 2),
              "l0_expected_open_ffn": round(float(open_ffn), 2)}
+    if p.target_heads is not None:
+        keep_heads, keep_ffn = expected_counts(gates)
+        det_heads, det_ffn = deterministic_open(gates)
+        total_heads, total_ffn = gates.layers * gates.heads, gates.layers * gates.units
+        extra |= {"target_heads": p.target_heads, "target_ffn": p.target_ffn,
+                  "reached_heads": round(keep_heads / total_heads, 4), "reached_ffn": round(keep_ffn / total_ffn, 4),
+                  "deterministic_open_heads": det_heads, "deterministic_open_ffn": det_ffn}
+    else:
+        keep_heads, keep_ffn = p.keep_heads, p.keep_ffn
+    gates.detach()  # the saved model is judged with its hard mask, not the soft gates
+    mask = select(head_scores, ffn_scores, keep_heads, keep_ffn, p.scope)
     return save_result(recipe.cfg, recipe.parts.model, recipe.tokenizer, mask, head_scores, ffn_scores,
                        recipe.parts.task, recipe.device, extra)
 
@@ -95,8 +128,6 @@ def save_result(cfg: Config, model: nn.Module, tokenizer, mask: PruneMask, head_
                 ffn_scores: torch.Tensor, task, device, extra: dict) -> dict:
     """Zero the pruned weights, evaluate on ``data.dev`` when set, and write ``output_dir/pruned``."""
     from safetensors.torch import save_file
-
-    from distill.train import eval_rows, evaluate, make_collator, save_pretrained
 
     full = sum(p.numel() for p in model.parameters())
     apply_mask(model, mask)

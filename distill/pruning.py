@@ -28,7 +28,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -200,6 +200,79 @@ class Gates(nn.Module):
         def hook(module, args):
             return (args[0] * self.ffn_gate(layer).to(args[0].dtype), *args[1:])  # (B, T, I) * (I,)
         return hook
+
+
+class Lagrangian(nn.Module):
+    """Drives the expected density of open gates to a target (Xia et al., 2022, CoFi, Sec. 3.3;
+    Wang et al., 2020): the penalty ``sum_k lambda1_k (s_k - t_k) + lambda2_k (s_k - t_k)^2`` over
+    k in (heads, ffn), where s_k is the expected fraction of open gates and t_k the target fraction
+    kept. The gates descend on it; the multipliers ascend (their gradients are negated by a hook,
+    so one optimizer serves both). The target moves linearly from ``start`` to its final value over
+    ``warmup`` calls of ``advance`` (one per training forward), then stays.
+
+    Args:
+        target: (2,) fractions of heads and of FFN units to keep, each in (0, 1].
+        start: (2,) the densities the targets start from (the gates' density at initialisation).
+    """
+
+    def __init__(self, target: Sequence[float], start: Sequence[float], warmup: int):
+        super().__init__()
+        target, start = torch.as_tensor(target, dtype=torch.float), torch.as_tensor(start, dtype=torch.float)
+        if target.shape != (2,) or not bool(((target > 0) & (target <= 1)).all()):
+            raise ValueError(f"targets are the fractions of heads and FFN units kept, each in (0, 1]; got "
+                             f"{target.tolist()}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup}")
+        self.warmup = warmup
+        self.register_buffer("final", target)
+        self.register_buffer("start", start)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.lambda1 = nn.Parameter(torch.zeros(2))
+        self.lambda2 = nn.Parameter(torch.zeros(2))
+        for p in (self.lambda1, self.lambda2):  # gradient ascent: max over lambda, min over the gates
+            p.register_hook(torch.neg)
+
+    def target(self) -> torch.Tensor:
+        """(2,) the current targets (heads, ffn)."""
+        if self.warmup == 0:
+            return self.final
+        frac = min(1.0, float(self.calls) / self.warmup)
+        return self.start + frac * (self.final - self.start)
+
+    def forward(self, density: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """density: (2,) expected fractions of open heads and FFN units. Returns the penalty () and
+        the gap (2,) = density - target."""
+        gap = density - self.target()
+        return (self.lambda1 * gap + self.lambda2 * gap * gap).sum(), gap.detach()
+
+    def advance(self) -> None:
+        self.calls += 1
+
+
+def l0_density(gates: "Gates") -> torch.Tensor:
+    """(2,) the expected fraction of open head gates and of open FFN gates (differentiable)."""
+    heads, ffn = gates.expected_open()
+    return torch.stack([heads / (gates.layers * gates.heads), ffn / (gates.layers * gates.units)])
+
+
+def expected_counts(gates: "Gates") -> tuple[int, int]:
+    """The expected numbers of open heads and FFN units, rounded: how many an l0 run with targets
+    keeps (each layer keeps at least one head)."""
+    with torch.no_grad():
+        heads, ffn = gates.expected_open()
+    return max(gates.layers, round(float(heads))), round(float(ffn))
+
+
+def deterministic_open(gates: "Gates") -> tuple[int, int]:
+    """Open gates of the test-time estimator (Louizos et al.: z = clamp(sigmoid(log_alpha)
+    (zeta - gamma) + gamma, 0, 1) > 0), heads and FFN units."""
+    was = gates.training
+    gates.eval()
+    with torch.no_grad():
+        heads = sum(int((g() > 0).sum()) for g in gates.head_gates)
+        ffn = sum(int((g() > 0).sum()) for g in gates.ffn_gates)
+    gates.train(was)
+    return heads, ffn
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from distill.data import check_answers, open_corpus
 from distill.shards import CorpusError
 
 QA_COLUMNS = ["id", "question", "context", "answers", "is_impossible"]
@@ -31,21 +32,6 @@ QA_COLUMNS = ["id", "question", "context", "answers", "is_impossible"]
 
 # --------------------------------------------------------------------------------------------------
 # Examples
-
-
-def check_answers(row: dict) -> None:
-    """Raise ``CorpusError`` naming the row when an answer is not at its ``answer_start``."""
-    answers = row.get("answers") or {"text": [], "answer_start": []}
-    texts, starts = list(answers.get("text") or []), list(answers.get("answer_start") or [])
-    if len(texts) != len(starts):
-        raise CorpusError(f"question {row['id']!r}: {len(texts)} answer texts but {len(starts)} answer_start")
-    for text, start in zip(texts, starts):
-        found = row["context"][start:start + len(text)]
-        if found != text:
-            raise CorpusError(f"question {row['id']!r}: answer {text!r} is not at answer_start {start} "
-                              f"(the context has {found!r} there)")
-    if not row.get("is_impossible") and not texts:
-        raise CorpusError(f"question {row['id']!r}: answerable (is_impossible false) but has no answers")
 
 
 def _json_rows(path: str) -> list[dict]:
@@ -71,7 +57,6 @@ def read_examples(path: str, task=None) -> list[dict]:
     directory, in file order. Raises ``CorpusError`` naming a bad question or corpus."""
     if os.path.isfile(path):
         return _json_rows(path)
-    from distill.data import open_corpus
     from pipelines.tasks import get_task
 
     corpus = open_corpus(path, task or get_task("squad"), original_only=True)
@@ -197,20 +182,32 @@ def answer_positions(row: dict, offsets: Sequence[tuple[int, int]]) -> tuple[int
 def postprocess(start_logits: np.ndarray, end_logits: np.ndarray, example_index: Sequence[int],
                 offsets: np.ndarray, contexts: Sequence[str], n_best: int = 20, max_answer_length: int = 30,
                 allow_null: bool = True, null_threshold: float = 0.0) -> list[str]:
-    """The answer text of each example from its windows' logits.
+    """The answer text of each example from its windows' logits: its best span (see
+    :func:`best_spans`), or "" with ``allow_null`` (SQuAD 2.0) when the null score exceeds the best
+    span score by more than ``null_threshold`` or no span is valid. Returns E answer strings."""
+    spans, null_diff = best_spans(start_logits, end_logits, example_index, offsets, contexts, n_best,
+                                  max_answer_length)
+    if not allow_null:
+        return spans
+    return [s if d <= null_threshold else "" for s, d in zip(spans, null_diff)]
 
-    For each example, the best span over all its windows: start and end among each window's
-    ``n_best`` highest logits, both inside the context, ``start <= end`` and at most
-    ``max_answer_length`` tokens; score = start + end logit. With ``allow_null`` (SQuAD 2.0) the
-    answer is "" when the null score (the [CLS] start + end logit, the lowest over the windows)
-    exceeds the best span score by more than ``null_threshold``, or when no span is valid.
+
+def best_spans(start_logits: np.ndarray, end_logits: np.ndarray, example_index: Sequence[int],
+               offsets: np.ndarray, contexts: Sequence[str], n_best: int = 20,
+               max_answer_length: int = 30) -> tuple[list[str], np.ndarray]:
+    """The best non-null span of each example over all its windows, and its null margin.
+
+    A span's start and end are among a window's ``n_best`` highest logits, both inside the context,
+    ``start <= end`` and at most ``max_answer_length`` tokens; its score is start + end logit. The
+    null score is the [CLS] start + end logit, the lowest over the example's windows.
 
     Args:
         start_logits, end_logits: (W, T) per window. example_index: (W,) the example of each window.
         offsets: (W, T, 2) character spans of the tokens, (-1, -1) outside the context.
         contexts: (E,) the context of each example.
     Returns:
-        E answer strings.
+        (E,) span texts ("" when no span is valid) and (E,) ``null_diff`` = null score - best span
+        score (+inf when no span is valid).
     Raises ``ValueError`` on mismatched shapes, an example index out of range, or an example
     without windows.
     """
@@ -225,12 +222,8 @@ def postprocess(start_logits: np.ndarray, end_logits: np.ndarray, example_index:
         if span is not None and span[0] > best[ex][0]:
             s, e = span[1], span[2]
             best[ex] = (span[0], contexts[ex][offsets[w, s, 0]:offsets[w, e, 1]])
-    answers = []
-    for ex, (score, text) in enumerate(best):
-        if allow_null and (score == -np.inf or null[ex] - score > null_threshold):
-            text = ""
-        answers.append(text)
-    return answers
+    scores = np.array([score for score, _ in best])
+    return [text for _, text in best], null - scores
 
 
 def _check_postprocess_inputs(start, end, example_index, offsets, n_examples: int) -> None:
@@ -267,14 +260,13 @@ def _best_span(start: np.ndarray, end: np.ndarray, offsets: np.ndarray, n_best: 
 
 
 @torch.no_grad()
-def predict_answers(model, rows: Sequence[dict], collator: QACollator, batch_size: int, device,
-                    allow_null: bool = True, null_threshold: float = 0.0,
-                    rows_per_chunk: int = 256) -> tuple[list[str], int]:
-    """Answer texts for ``rows`` and the number of windows. Windows are padded to
-    ``max_seq_length`` and run ``batch_size`` at a time."""
+def predict_spans(model, rows: Sequence[dict], collator: QACollator, batch_size: int, device,
+                  rows_per_chunk: int = 256) -> tuple[list[str], np.ndarray, int]:
+    """The best span and null margin of each row (see :func:`best_spans`) and the number of
+    windows. Windows are padded to ``max_seq_length`` and run ``batch_size`` at a time."""
     was_training = model.training
     model.eval()
-    answers, windows = [], 0
+    spans, null_diff, windows = [], [], 0
     for lo in range(0, len(rows), rows_per_chunk):
         chunk = rows[lo:lo + rows_per_chunk]
         enc = collator.encode(chunk, padding="max_length")
@@ -285,23 +277,35 @@ def predict_answers(model, rows: Sequence[dict], collator: QACollator, batch_siz
             out = model(**batch)
             starts.append(out.start_logits.float().cpu().numpy())  # (B, T)
             ends.append(out.end_logits.float().cpu().numpy())  # (B, T)
-        answers += postprocess(np.concatenate(starts), np.concatenate(ends), enc["example_index"],
-                               np.asarray(enc["offsets"]), [r["context"] for r in chunk],
-                               allow_null=allow_null, null_threshold=null_threshold)
+        texts, diff = best_spans(np.concatenate(starts), np.concatenate(ends), enc["example_index"],
+                                 np.asarray(enc["offsets"]), [r["context"] for r in chunk])
+        spans += texts
+        null_diff.append(diff)
         windows += len(enc["input_ids"])
     model.train(was_training)
-    return answers, windows
+    return spans, np.concatenate(null_diff) if null_diff else np.zeros(0), windows
 
 
 def evaluate_qa(model, rows: Sequence[dict], collator: QACollator, batch_size: int, device,
-                null_threshold: float = 0.0) -> dict:
-    """SQuAD EM/F1 (``score`` = F1) of ``model`` on ``rows``, plus ``windows``. Null answers are
-    allowed when some row is unanswerable (SQuAD 2.0 data)."""
-    from distill.metrics import squad
+                null_threshold: float = 0.0, tune_rows: Sequence[dict] | None = None) -> dict:
+    """SQuAD EM/F1 (``score`` = F1) of ``model`` on ``rows`` at ``null_threshold``, plus ``windows``.
+    Null answers are allowed when some row is unanswerable (SQuAD 2.0 data); then the result also
+    has the forced-answer HasAns scores, the always-null baseline and the oracle threshold
+    (:func:`distill.metrics.squad_v2_report`), and, with ``tune_rows`` (other questions, never the
+    ones scored), ``f1_tuned`` at the best threshold on ``tune_rows``."""
+    from distill.metrics import best_null_threshold, squad, squad_v2_report
 
-    allow_null = any(r.get("is_impossible") for r in rows)
-    answers, windows = predict_answers(model, rows, collator, batch_size, device, allow_null, null_threshold)
-    return squad(answers, [gold_answers(r) for r in rows]) | {"windows": windows}
+    spans, null_diff, windows = predict_spans(model, rows, collator, batch_size, device)
+    golds = [gold_answers(r) for r in rows]
+    if not any(r.get("is_impossible") for r in rows):  # SQuAD 1.1: always answer
+        return squad(spans, golds) | {"windows": windows}
+    tuned = None
+    if tune_rows is not None:
+        tune_spans, tune_diff, _ = predict_spans(model, tune_rows, collator, batch_size, device)
+        tuned, _ = best_null_threshold(tune_spans, tune_diff, [gold_answers(r) for r in tune_rows])
+    out = squad([s if d <= null_threshold else "" for s, d in zip(spans, null_diff)], golds)
+    report = squad_v2_report(spans, null_diff, golds, tuned)
+    return report | out | {"threshold": null_threshold, "windows": windows}
 
 
 def json_to_corpus_dir(output_dir: str) -> str:

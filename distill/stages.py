@@ -28,7 +28,7 @@ from distill import losses
 from distill.config import Config
 from distill.mapping import build_mapping, validate_mapping
 from distill.models import Features, ModelError, Projector, build_student, features, load_model
-from distill.pruning import PRUNING_FILE
+from distill.pruning import PRUNING_FILE, Gates, Lagrangian, l0_density
 
 
 class FinetuneLoss(nn.Module):
@@ -190,13 +190,18 @@ def build(cfg: Config) -> StageParts:
     task = _task(cfg)
     regression = task is not None and task.kind == "regression"
     num_labels = None if task is None else task.num_labels
-    if cfg.stage == "finetune" and task.kind == "qa":
-        model = load_model(cfg.model.teacher, "qa")
-        return StageParts(QAFinetuneLoss(model), model, None, None, task, True, False)
     if cfg.stage == "finetune":
-        model = load_model(cfg.model.teacher, "classification", num_labels, regression)
-        _label_config(model, task)
-        return StageParts(FinetuneLoss(model, regression), model, None, None, task, True, False)
+        if task.kind == "qa":
+            model = load_model(cfg.model.teacher, "qa")
+            module = QAFinetuneLoss(model)
+        else:
+            model = load_model(cfg.model.teacher, "classification", num_labels, regression)
+            _label_config(model, task)
+            module = FinetuneLoss(model, regression)
+        gates = _keep_pruned(model, cfg, cfg.model.teacher)  # fine-tuning a pruned model keeps it pruned
+        if gates is not None:
+            module.gates = gates
+        return StageParts(module, model, None, None, task, True, False)
 
     head = "base" if cfg.stage == "general" else "qa" if task.kind == "qa" else "classification"
     if cfg.stage == "prune":
@@ -212,7 +217,7 @@ def build(cfg: Config) -> StageParts:
         _check_head(student, task, "student")
         _label_config(student, task)
     teacher.eval().requires_grad_(False)
-    gates = _keep_pruned(student, cfg)
+    gates = _keep_pruned(student, cfg, cfg.model.student)
 
     if cfg.stage == "task" and cfg.step == "prediction":
         validate_mapping([], student.config, teacher.config)  # vocabulary check
@@ -251,27 +256,29 @@ def _prediction(student: nn.Module, teacher: nn.Module, qa: bool, regression: bo
             lambda batch: features(teacher, batch, need_hidden=False).logits)
 
 
-def _keep_pruned(student: nn.Module, cfg: Config):
-    """A student saved by ``distill prune`` (``pruning.json`` beside it) trains with its pruned heads
-    and units held shut by fixed gates, and is saved pruned again. Returns the gates or None."""
+def _keep_pruned(model: nn.Module, cfg: Config, spec: str):
+    """A model saved by ``distill prune`` (``pruning.json`` beside it) trains with its pruned heads
+    and units held shut by fixed gates, and is saved pruned again: as a student in the prediction
+    step (recovery by distillation) or as the model of ``distill finetune`` (recovery on gold
+    labels). Returns the gates or None."""
     from distill.pruning import mask_gates, read_mask
 
-    spec = cfg.model.student
     mask = read_mask(spec) if os.path.isdir(spec) else None
     if mask is None:
         return None
-    if cfg.stage != "task" or cfg.step != "prediction":
+    if cfg.stage not in ("task", "finetune") or (cfg.stage == "task" and cfg.step != "prediction"):
         raise ModelError(f"student {spec} is pruned ({PRUNING_FILE}); it distils with `distill task --step "
                          f"prediction` (its pruned heads have no attention maps to match)")
-    return mask_gates(student, mask)
+    try:
+        return mask_gates(model, mask)
+    except ValueError as e:
+        raise ModelError(f"model {spec}: its {PRUNING_FILE} was written for another model: {e}") from None
 
 
 def _l0_prune(cfg: Config, task, head: str, regression: bool) -> StageParts:
     """``distill prune`` with strategy l0: hard-concrete gates on a frozen copy of ``model.teacher``,
     trained against the unpruned model's soft labels (the random and gain strategies need no
     training loop: ``distill.prune``)."""
-    from distill.pruning import Gates
-
     if cfg.prune.strategy != "l0":
         raise ValueError(f"prune.strategy {cfg.prune.strategy!r} does not train; run it with distill.prune.run")
     teacher = load_model(cfg.model.teacher, head, *(() if head == "qa" else (task.num_labels, regression)))
@@ -279,19 +286,44 @@ def _l0_prune(cfg: Config, task, head: str, regression: bool) -> StageParts:
     model = copy.deepcopy(teacher)  # the copy that runs under the gates; the teacher stays whole
     teacher.eval().requires_grad_(False)
     model.requires_grad_(False)
-    gates = Gates.for_model(model, "l0", cfg.prune.l0_init_open).attach(model)
+    p = cfg.prune
+    gates = Gates.for_model(model, "l0", p.l0_init_open).attach(model)
+    lagrangian = None
+    if p.target_heads is not None:
+        with torch.no_grad():
+            start = l0_density(gates)
+        lagrangian = Lagrangian([p.target_heads, p.target_ffn], start.tolist(), warmup=0)
     inner, targets = _prediction(model, teacher, head == "qa", regression, cfg.distill)
-    return StageParts(L0PruneLoss(inner, gates, cfg.prune.l0_lambda), model, teacher, targets, task, False, False)
+    module = L0PruneLoss(inner, gates, p.l0_lambda, lagrangian, p.target_warmup, p.lagrangian_lr)
+    return StageParts(module, model, teacher, targets, task, False, False)
 
 
 class L0PruneLoss(nn.Module):
-    """The prediction loss of a frozen model under hard-concrete gates + ``l0_lambda`` x the
-    expected fraction of open gates (heads and FFN units weighted equally). Only the gates train;
-    the model stays in eval mode (no dropout) while the gates sample."""
+    """The prediction loss of a frozen model under hard-concrete gates, plus a sparsity term: with a
+    ``lagrangian``, its penalty driving the expected densities of open heads and FFN units to their
+    targets; else ``l0_lambda`` x the mean of the two densities. Only the gates (and the multipliers)
+    train; the model stays in eval mode (no dropout) while the gates sample."""
 
-    def __init__(self, inner: nn.Module, gates: nn.Module, l0_lambda: float):
+    def __init__(self, inner: nn.Module, gates: nn.Module, l0_lambda: float, lagrangian: nn.Module | None = None,
+                 target_warmup: float = 0.5, lagrangian_lr: float | None = None):
         super().__init__()
         self.inner, self.gates, self.l0_lambda = inner, gates, l0_lambda
+        self.lagrangian, self.target_warmup, self.lagrangian_lr = lagrangian, target_warmup, lagrangian_lr
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """The optimizer's groups: the gates at optim.lr, no weight decay (they are scores, not
+        weights); the multipliers, if any, at their own ``lagrangian_lr``."""
+        groups = [{"params": [p for p in self.gates.parameters() if p.requires_grad], "weight_decay": 0.0}]
+        if self.lagrangian is not None:
+            groups.append({"params": list(self.lagrangian.parameters()), "weight_decay": 0.0,
+                           "lr": self.lagrangian_lr})
+        return groups
+
+    def set_total_forwards(self, n: int) -> None:
+        """The number of training forwards of the run (steps x micro-batches): the targets move
+        over the first ``target_warmup`` of them."""
+        if self.lagrangian is not None:
+            self.lagrangian.warmup = int(self.target_warmup * n)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -300,10 +332,16 @@ class L0PruneLoss(nn.Module):
 
     def forward(self, batch: dict, targets) -> dict[str, torch.Tensor]:
         terms = self.inner(batch, targets)
-        heads, ffn = self.gates.expected_open()
-        g = self.gates
-        density = (heads / (g.layers * g.heads) + ffn / (g.layers * g.units)) / 2
-        return terms | {"l0": density, "loss": terms["loss"] + self.l0_lambda * density}
+        density = l0_density(self.gates)  # (2,) heads, ffn
+        if self.lagrangian is None:
+            mean = density.mean()
+            return terms | {"l0": mean, "loss": terms["loss"] + self.l0_lambda * mean}
+        penalty, gap = self.lagrangian(density)
+        if self.training:
+            self.lagrangian.advance()
+        return terms | {"lagrangian": penalty, "density_heads": density[0].detach(),
+                        "density_ffn": density[1].detach(), "gap_heads": gap[0], "gap_ffn": gap[1],
+                        "loss": terms["loss"] + penalty}
 
 
 def trained_head(model: nn.Module, head: str, name: str) -> None:

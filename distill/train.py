@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from distill.config import Config, config_from_dict, differences
+from distill.config import Config, ConfigError, config_from_dict, differences
 from distill.data import Collator, loader, open_corpus
 from distill.stages import StageParts, build
 
@@ -278,7 +278,9 @@ class Recipe:
                 module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=self.parts.find_unused_parameters)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(_param_groups(module, o.weight_decay), lr=o.lr, eps=o.adam_eps,
+        groups = (module.param_groups(o.weight_decay) if hasattr(module, "param_groups")
+                  else _param_groups(module, o.weight_decay))
+        self.optimizer = torch.optim.AdamW(groups, lr=o.lr, eps=o.adam_eps, betas=tuple(o.adam_betas),
                                            foreach=False)
         warmup = int(o.warmup_ratio * self.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(self.max_steps, warmup))
@@ -358,14 +360,16 @@ class Recipe:
         bar.close()
         last_eval = self.evaluate() or last_eval
         self.save_checkpoint()
-        if self.cfg.stage == "prune":  # the trained gates decide the mask; pruned/ is the output
-            from distill.prune import finish_l0
+        last_eval = self.finish(last_eval)
+        _barrier(self.world)
+        return last_eval
 
-            last_eval = finish_l0(self)
-        elif self.is_main:
+    def finish(self, last_eval: dict) -> dict:
+        """After the last step: write ``output_dir/final`` (rank 0); returns the run's result.
+        Subclasses that end differently (``distill.prune``'s l0 recipe) override this."""
+        if self.is_main:
             save_pretrained(self.parts.model, self.tokenizer, self.cfg, os.path.join(self.cfg.output_dir, "final"),
                             extra=last_eval or None)
-        _barrier(self.world)
         return last_eval
 
     def train_step(self, batches) -> dict[str, float]:
@@ -463,8 +467,9 @@ class Recipe:
         return path
 
     def _extras(self) -> dict[str, nn.Module]:
-        """Trained parts outside the saved model: the hidden-state projector, pruning gates."""
-        return {name: sub for name in ("projector", "gates") if (sub := getattr(self.module, name, None)) is not None}
+        """Trained parts outside the saved model: the hidden-state projector, pruning gates and their
+        Lagrange multipliers."""
+        return {name: sub for name in ("projector", "gates", "lagrangian") if (sub := getattr(self.module, name, None)) is not None}
 
     def _rotate(self) -> None:
         root = os.path.join(self.cfg.output_dir, CHECKPOINTS)
@@ -513,12 +518,11 @@ def _truncate_log(path: str, step: int) -> None:
         f.writelines(keep)
 
 
-def main(cfg: Config, resume: bool = False) -> dict:
-    if cfg.stage == "prune" and cfg.prune.strategy != "l0":  # one pass, no training loop
-        from distill.prune import run
-
-        return run(cfg)
-    recipe = Recipe(cfg)
+def main(cfg: Config, resume: bool = False, recipe_class: type[Recipe] = Recipe) -> dict:
+    """Run ``cfg``'s stage to the end (``distill prune`` runs through ``distill.prune.main``)."""
+    if cfg.stage == "prune" and recipe_class is Recipe:
+        raise ConfigError("stage prune runs through distill.prune.main (it ends by choosing the mask)")
+    recipe = recipe_class(cfg)
     try:
         recipe.setup(resume)
         return recipe.train()

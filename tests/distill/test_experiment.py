@@ -37,6 +37,8 @@ def test_sst2_experiment_smoke(tmp_path, real_assets):
 
 @pytest.mark.integration
 def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
+    """The pruning experiment end to end at smoke scale: two articles of the train split (one to
+    train on, one to tune the null threshold), 10 holdout questions, one pruning level."""
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "experiments"))
@@ -45,18 +47,34 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     from tests.distill.test_qa_integration import _subset
 
     split = squad_assets / "squad" / "squad2-train-split.json"
-    train, _ = _subset(split, tmp_path / "train.json", 12)
+    first, _ = _subset(split, tmp_path / "a.json", 8)
+    last, _ = _subset(split, tmp_path / "b.json", 6, start_article=11)
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps({"version": "v2.0", "data": json.loads(first.read_text())["data"] +
+                                 json.loads(last.read_text())["data"]}))
     holdout, _ = _subset(squad_assets / "squad" / "squad2-eval-split.json", tmp_path / "holdout.json", 10)
     summary = squad_prune_cpu.main(["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout),
-                                    "--teacher-steps", "2", "--gain-batches", "2", "--l0-steps", "2",
-                                    "--recover-steps", "2", "--latency-windows", "8"])
+                                    "--levels", "0.5", "--compare-level", "0.5", "--teacher-steps", "2",
+                                    "--gain-batches", "2", "--l0-steps", "2", "--recover-steps", "2", "--n-aug", "1",
+                                    "--latency-windows", "4"])
     rows = summary["rows"]
-    assert list(rows) == ["teacher (MiniLM-L6 fine-tuned)"] + [f"{s}, pruned{x}" for s in ("random", "gain", "l0")
-                                                               for x in ("", " + distillation")]
+    assert list(rows) == ["teacher (MiniLM-L6 fine-tuned)", "l0 50%, pruned", "l0 50% + distillation",
+                          "gain 50%, pruned", "gain 50% + distillation", "l0 50% + fine-tuning on gold spans",
+                          "l0 50% + distillation, originals (corpus)", "l0 50% + distillation, augmented corpus"]
     teacher = rows["teacher (MiniLM-L6 fine-tuned)"]
-    assert teacher["total"] == 10 and teacher["parameters"] > 20e6
+    assert teacher["total"] == 10 and teacher["parameters"] > 20e6 and teacher["speedup"] == 1.0
     for name, r in rows.items():
+        for key in ("f1", "f1_tuned", "hasans_f1_forced", "null_baseline_f1", "speedup", "parameters"):
+            assert key in r, (name, key)
         if name != "teacher (MiniLM-L6 fine-tuned)":
-            assert r["parameters"] < teacher["parameters"] - 5e6, name  # half the heads and FFN units gone
-            assert 0 <= r["f1"] <= 100 and r["latency_ms"] > 0
-    assert (tmp_path / "out" / "results.md").read_text().startswith("| model | EM | F1 |")
+            assert r["parameters"] < teacher["parameters"] - 3e6, name  # heads and FFN units gone
+    assert summary["tune"] == {"articles": 1, "questions": 6} and summary["fit_questions"] == 8
+    assert rows["l0 50%, pruned"]["target_heads"] == 0.5 and "reached_heads" in rows["l0 50%, pruned"]
+    assert (tmp_path / "out" / "curve.png").stat().st_size > 0 and (tmp_path / "out" / "heads.png").exists()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["curve"] == ["l0 50% + distillation"]
+    # rerun: every stage and evaluation is reused, nothing retrains
+    again = squad_prune_cpu.main(["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout),
+                                  "--levels", "0.5", "--compare-level", "0.5", "--teacher-steps", "2",
+                                  "--gain-batches", "2", "--l0-steps", "2", "--recover-steps", "2", "--n-aug", "1",
+                                  "--latency-windows", "4"])
+    assert again["rows"]["l0 50% + distillation"]["f1"] == rows["l0 50% + distillation"]["f1"]

@@ -163,3 +163,73 @@ def test_bad_prune_configs_are_refused(tmp_path, monkeypatch, qa_encoder_dir, qa
     result = run_cli(*_prune_args(tmp_path / "d", qa_teacher_dir, squad_train_json, **{"prune.strategy": "gain"}),
                      ok=False)
     assert result.exit_code == 1 and "one pass in one process" in result.output
+
+
+def test_l0_with_targets_reaches_them(tmp_path, qa_teacher_dir, squad_train_json):
+    """The Lagrangian drives the expected open gates of the tiny teacher (8 heads, 128 FFN units) to
+    the targets; the mask keeps that many, within 2 points."""
+    out = tmp_path / "target"
+    args = ["prune", *common(out, **WINDOWS, **{
+        "model.teacher": qa_teacher_dir, "data.train": squad_train_json, "prune.strategy": "l0",
+        "prune.target_heads": 0.5, "prune.target_ffn": 0.25, "prune.target_warmup": 0.5, "optim.lr": 0.1,
+        "optim.adam_betas": "[0.5,0.99]", "optim.warmup_ratio": 0.0, "train.max_steps": 160, "train.batch_size": 2,
+        "train.log_every": 10})]
+    summary = json.loads(run_cli(*args).stdout.strip().splitlines()[-1])
+    assert summary["target_heads"] == 0.5 and summary["target_ffn"] == 0.25
+    assert abs(summary["reached_heads"] - 0.5) <= 0.02 and abs(summary["reached_ffn"] - 0.25) <= 0.02
+    assert summary["heads_kept"] == round(8 * summary["reached_heads"]) and summary["ffn_kept"] == \
+        round(128 * summary["reached_ffn"])
+    log = read_log(out)
+    assert {"lagrangian", "density_heads", "density_ffn", "gap_heads", "gap_ffn"} <= set(log[-1])
+    assert log[0]["density_ffn"] > 0.9 and abs(log[-1]["density_ffn"] - 0.25) <= 0.03
+
+
+def test_bad_target_configs_are_refused(tmp_path, qa_teacher_dir, squad_train_json):
+    base = {**WINDOWS, "model.teacher": qa_teacher_dir, "data.train": squad_train_json, "prune.strategy": "l0"}
+    cases = [({"prune.target_heads": 0.0, "prune.target_ffn": 0.5}, "prune.target_heads is the fraction kept"),
+             ({"prune.target_heads": 0.5, "prune.target_ffn": 1.5}, "prune.target_ffn is the fraction kept"),
+             ({"prune.target_heads": 0.5}, "prune.target_ffn is missing"),
+             ({"prune.target_heads": 0.5, "prune.target_ffn": 0.5, "prune.keep_heads": 0.5}, "both size the model"),
+             ({"prune.target_heads": 0.5, "prune.target_ffn": 0.5, "prune.strategy": "gain"}, "size an l0 run")]
+    for i, (extra, message) in enumerate(cases):
+        result = run_cli("prune", *common(tmp_path / str(i), **{**base, **extra}), ok=False)
+        assert result.exit_code == 2 and message in result.output, (extra, result.output)
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path, qa_teacher_dir, qa_encoder_dir, squad_train_json):
+    # a pruning.json that does not fit the model it sits beside
+    run_cli(*_prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
+    other = tmp_path / "other"
+    from transformers import BertForQuestionAnswering
+
+    from tests.distill.conftest import QA_VOCAB, qa_tokenizer, tiny_config
+
+    BertForQuestionAnswering(tiny_config(layers=3, vocab_size=len(QA_VOCAB))).save_pretrained(other)
+    qa_tokenizer().save_pretrained(other)
+    (other / "pruning.json").write_text((tmp_path / "p" / "pruned" / "pruning.json").read_text())
+    result = run_cli("task", "--step", "prediction", *common(tmp_path / "r", **WINDOWS, **{
+        "model.teacher": qa_teacher_dir, "model.student": other, "data.train": squad_train_json,
+        "train.max_steps": 1}), ok=False)
+    assert result.exit_code == 1 and "does not fit" in result.output and not (tmp_path / "r" / "final").exists()
+    # --resume from a run of another teacher
+    extra = {"prune.strategy": "l0", "train.max_steps": 4, "train.save_every": 2, "prune.keep_heads": 0.5}
+    run_cli(*_prune_args(tmp_path / "l0", qa_teacher_dir, squad_train_json, **extra))
+    result = run_cli(*_prune_args(tmp_path / "l0", qa_encoder_dir, squad_train_json, **extra), "--resume", ok=False)
+    assert result.exit_code == 1 and "model.teacher" in result.output
+
+
+def test_finetuning_a_pruned_model_keeps_it_pruned(tmp_path, qa_teacher_dir, squad_train_json):
+    """Recovery on gold spans (``distill finetune`` of a pruned model) trains only what was kept."""
+    from safetensors.torch import load_file
+
+    run_cli(*_prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
+    pruned = tmp_path / "p" / "pruned"
+    run_cli("finetune", *common(tmp_path / "ft", **WINDOWS, **{
+        "model.teacher": pruned, "data.train": squad_train_json, "train.max_steps": 2, "optim.lr": 1e-2}))
+    mask = read_mask(str(pruned))
+    assert torch.equal(read_mask(str(tmp_path / "ft" / "final")).ffn, mask.ffn)
+    before, after = load_file(pruned / "model.safetensors"), load_file(tmp_path / "ft" / "final" / "model.safetensors")
+    for l in range(2):
+        key = f"bert.encoder.layer.{l}.intermediate.dense.weight"
+        assert after[key][~mask.ffn[l]].abs().max() == 0
+        assert not torch.equal(after[key][mask.ffn[l]], before[key][mask.ffn[l]])

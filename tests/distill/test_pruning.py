@@ -228,3 +228,114 @@ def test_masks_that_cannot_apply_are_refused(qa_model):
         compact(qa_model, PruneMask.full(L, NH + 1, I))
     with pytest.raises(ValueError, match="not a pruning file"):
         PruneMask.from_dict({"format": "other"})
+
+
+# --------------------------------------------------------------------------------------------------
+# The Lagrangian that drives l0 gates to a target (CoFi)
+
+
+def test_expected_l0_and_its_gradient_match_the_closed_form():
+    from distill.pruning import BETA, GAMMA, ZETA, HardConcrete
+
+    gate = HardConcrete(3)
+    with torch.no_grad():
+        gate.log_alpha.copy_(torch.tensor([-1.0, 0.5, 2.0]))
+    expected = gate.expected_open()
+    expected.backward()
+    shift = BETA * math.log(-GAMMA / ZETA)  # 2/3 ln(0.1 / 1.1) = 2/3 (-2.397895) = -1.598597
+    assert shift == pytest.approx(-1.598597, abs=1e-6)
+    p = [1 / (1 + math.exp(-(a - shift))) for a in (-1.0, 0.5, 2.0)]  # P(z != 0) per gate
+    assert float(expected) == pytest.approx(sum(p), abs=1e-6)
+    assert gate.log_alpha.grad.tolist() == pytest.approx([q * (1 - q) for q in p], abs=1e-6)
+
+
+def test_lagrangian_penalty_and_gradients_by_hand():
+    from distill.pruning import Lagrangian
+
+    lag = Lagrangian([0.5, 0.25], start=[1.0, 1.0], warmup=0)
+    with torch.no_grad():
+        lag.lambda1.copy_(torch.tensor([2.0, -1.0]))
+        lag.lambda2.copy_(torch.tensor([3.0, 0.5]))
+    density = torch.tensor([0.7, 0.2], requires_grad=True)
+    penalty, gap = lag(density)
+    # gaps 0.2 and -0.05: 2 * 0.2 + 3 * 0.04 + (-1) * (-0.05) + 0.5 * 0.0025
+    assert gap.tolist() == pytest.approx([0.2, -0.05])
+    assert float(penalty.detach()) == pytest.approx(0.4 + 0.12 + 0.05 + 0.00125)
+    penalty.backward()
+    # d/d density = lambda1 + 2 lambda2 gap; the multipliers get minus their gradient (ascent)
+    assert density.grad.tolist() == pytest.approx([2 + 2 * 3 * 0.2, -1 + 2 * 0.5 * -0.05])
+    assert lag.lambda1.grad.tolist() == pytest.approx([-0.2, 0.05])
+    assert lag.lambda2.grad.tolist() == pytest.approx([-0.04, -0.0025])
+
+
+def test_lagrangian_targets_warm_up_linearly():
+    from distill.pruning import Lagrangian
+
+    lag = Lagrangian([0.5, 0.2], start=[0.9, 1.0], warmup=4)
+    seen = []
+    for _ in range(6):
+        seen.append(lag.target().tolist())
+        lag.advance()
+    assert seen[0] == pytest.approx([0.9, 1.0]) and seen[2] == pytest.approx([0.7, 0.6])
+    assert seen[4] == pytest.approx([0.5, 0.2]) and seen[5] == pytest.approx([0.5, 0.2])
+    for bad in ([0.0, 0.5], [0.5, 1.2], [0.5]):
+        with pytest.raises(ValueError, match="fractions of heads and FFN units kept"):
+            Lagrangian(bad, start=[1.0] * len(bad), warmup=0)
+
+
+@pytest.mark.parametrize("target", [(0.5, 0.25), (0.25, 0.75), (0.75, 0.4)])
+@pytest.mark.parametrize("strength", [0.1, 3.0])
+def test_gates_on_a_toy_model_reach_the_target(target, strength):
+    """A toy 3-layer model whose loss pays for open gates (weakly or strongly): the Lagrangian
+    brings the expected densities to the targets within 2 points, at the defaults of an l0 run
+    (multipliers at 30x the gates' learning rate, Adam betas 0.5 / 0.99)."""
+    from distill.pruning import Gates, Lagrangian, deterministic_open, expected_counts, l0_density
+
+    torch.manual_seed(0)
+    gates = Gates(layers=3, heads=8, head_size=4, units=64, mode="l0")
+    steps = 400
+    lag = Lagrangian(list(target), l0_density(gates).detach().tolist(), warmup=steps // 2)
+    weights = torch.rand(3, 8) + 0.5, torch.rand(3, 64) + 0.5  # a task that pays for open gates
+    opt = torch.optim.Adam([{"params": list(gates.parameters())}, {"params": list(lag.parameters()), "lr": 3.0}],
+                           lr=0.1, betas=(0.5, 0.99))
+    for _ in range(steps):
+        task = -sum((weights[0][l] * gates.head_gate(l)).mean() + (weights[1][l] * gates.ffn_gate(l)).mean()
+                    for l in range(3)) * strength
+        penalty, _ = lag(l0_density(gates))
+        opt.zero_grad()
+        (task + penalty).backward()
+        opt.step()
+        lag.advance()
+    density = l0_density(gates).detach()
+    assert density.tolist() == pytest.approx(list(target), abs=0.02)
+    heads, units = expected_counts(gates)
+    assert abs(heads / 24 - target[0]) <= 0.02 + 0.5 / 24 and abs(units / 192 - target[1]) <= 0.02 + 0.5 / 192
+    det_heads, det_units = deterministic_open(gates)
+    assert 0 <= det_heads <= 24 and 0 <= det_units <= 192
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_compact_model_equals_the_gated_model(family):
+    """Slicing pruned heads and units away computes what closed gates compute, in both layouts."""
+    from transformers import BertForQuestionAnswering, RobertaConfig, RobertaForQuestionAnswering
+
+    torch.manual_seed(1)
+    if family == "bert":
+        model = BertForQuestionAnswering(tiny_config(layers=L)).eval()
+    else:  # RoBERTa positions start after padding_idx, hence 2 more
+        model = RobertaForQuestionAnswering(RobertaConfig(
+            vocab_size=len(VOCAB), hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=I,
+            max_position_embeddings=66, pad_token_id=1)).eval()
+    mask = PruneMask(torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 1]]),
+                     torch.rand(L, I, generator=torch.Generator().manual_seed(3)) < 0.5)
+    batch = _batch(seed=2)
+    gated = copy.deepcopy(model)
+    gates = Gates.for_model(gated).attach(gated)
+    gates.head_values.copy_(mask.heads.float())
+    gates.ffn_values.copy_(mask.ffn.float())
+    small = compact(copy.deepcopy(model), mask)
+    with torch.no_grad():
+        reference, out = _logits(gated, batch), _logits(small, batch)
+    assert torch.allclose(out, reference, atol=1e-5)
+    assert not torch.allclose(reference, _logits(model, batch), atol=1e-3)  # the mask did change the function
+    assert sum(p.numel() for p in small.parameters()) == effective_parameters(model, mask)

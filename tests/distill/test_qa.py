@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from distill.metrics import exact_match, f1_score, normalize_answer, squad
-from distill.qa import QACollator, answer_positions, postprocess, read_examples, squad_json_corpus
+from distill.metrics import best_null_threshold, exact_match, f1_score, normalize_answer, squad, squad_v2_report
+from distill.qa import QACollator, answer_positions, best_spans, postprocess, read_examples, squad_json_corpus
 from distill.shards import CorpusError
 from tests.distill.conftest import qa_tokenizer, write_squad_json
 from tests.distill.test_train import common, kill_then_resume, read_log, run_cli
@@ -160,6 +160,58 @@ def test_squad_scores_split_by_answerability():
     assert out["total"] == 4 and out["score"] == out["f1"]
     with pytest.raises(ValueError, match="2 predictions for 1 questions"):
         squad(["a", "b"], [["a"]])
+
+
+# Five questions worked by hand: (gold answers, best span, null_diff, F1 if answered, F1 if abstaining)
+#   q1 HasAns "paris"   span "paris"  -2.0   1     0
+#   q2 NoAns            span "london" -1.0   0     1
+#   q3 HasAns "red car" span "car"     0.5   2/3   0    (P 1/1, R 1/2)
+#   q4 NoAns            span "x"       3.0   0     1
+#   q5 HasAns "blue"    span "green"   1.0   0     0
+GOLDS = [["paris"], [], ["red car"], [], ["blue"]]
+SPANS = ["paris", "london", "car", "x", "green"]
+DIFFS = [-2.0, -1.0, 0.5, 3.0, 1.0]
+
+
+def test_best_null_threshold_by_hand():
+    # all null: q2 + q4 = 2 of 5; answering by rising null_diff adds +1 (q1), -1 (q2), +2/3 (q3), 0 (q5), -1 (q4)
+    # running totals 3, 2, 2.67, 2.67, 1.67: the best is 3 after q1, at its null_diff
+    assert best_null_threshold(SPANS, DIFFS, GOLDS) == (-2.0, pytest.approx(60.0))
+    assert best_null_threshold(SPANS, DIFFS, GOLDS, "exact") == (-2.0, pytest.approx(60.0))
+    # q1 and q2 tied: no threshold answers one without the other (+1 - 1 = 0); then q3 gives 2.67
+    tied = [-2.0, -2.0, 0.5, 3.0, 1.0]
+    assert best_null_threshold(SPANS, tied, GOLDS) == (0.5, pytest.approx(100 * (2 + 2 / 3) / 5))
+    # EM: q3's "car" is not exact, so the tie group and q3 add nothing: abstaining everywhere is best
+    assert best_null_threshold(SPANS, tied, GOLDS, "exact") == (-np.inf, pytest.approx(40.0))
+    # a question without a valid span (+inf) is never answered
+    assert best_null_threshold(["", "x"], [np.inf, 5.0], [["bee"], []]) == (-np.inf, pytest.approx(50.0))
+    with pytest.raises(ValueError, match="null_diff has shape"):
+        best_null_threshold(SPANS, DIFFS[:4], GOLDS)
+
+
+def test_squad_v2_report_by_hand():
+    out = squad_v2_report(SPANS, DIFFS, GOLDS, tuned_threshold=0.5)
+    # threshold 0 answers q1, q2: 1 + 0 + 0 + 1 (q4 abstains) + 0 = 2 of 5
+    assert out["f1"] == pytest.approx(40.0) and out["HasAns_f1"] == pytest.approx(100 / 3)
+    # forced: q1 1, q3 2/3, q5 0 over the 3 answerable questions
+    assert out["hasans_f1_forced"] == pytest.approx(100 * (5 / 3) / 3)
+    assert out["hasans_exact_forced"] == pytest.approx(100 / 3)
+    assert out["null_baseline_f1"] == pytest.approx(40.0)
+    # threshold 0.5 answers q1, q2, q3: 1 + 0 + 2/3 + 1 + 0
+    assert out["f1_tuned"] == pytest.approx(100 * (8 / 3) / 5) and out["null_threshold"] == 0.5
+    assert (out["oracle_threshold"], out["oracle_f1"]) == (-2.0, pytest.approx(60.0))
+    assert "f1_tuned" not in squad_v2_report(SPANS, DIFFS, GOLDS)
+
+
+def test_best_spans_give_the_null_margin():
+    # one window of 4 context tokens: best span tokens 2..3 (1.5 + 2.0), null 4.0 + 0.5
+    start = np.array([[4.0, 0.0, 1.5, 0.2]])
+    end = np.array([[0.5, 0.0, 0.1, 2.0]])
+    offsets = np.array([[[-1, -1], [0, 2], [3, 5], [6, 8]]])
+    spans, diff = best_spans(start, end, [0], offsets, ["ab cd ef"])
+    assert spans == ["cd ef"] and diff.tolist() == pytest.approx([4.5 - 3.5])
+    assert postprocess(start, end, [0], offsets, ["ab cd ef"]) == [""]
+    assert postprocess(start, end, [0], offsets, ["ab cd ef"], null_threshold=1.0) == ["cd ef"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -53,10 +53,10 @@ def test_minilm_squad_finetune_prune_and_eval_smoke(tmp_path, squad_assets):
     assert metrics["HasAns_total"] == 20 - n_impossible and metrics["windows"] >= 20
     assert 0 <= metrics["f1"] <= 100 and metrics["exact"] <= metrics["f1"]
 
-    # eval takes the checkpoint's windows (256 tokens, stride 96) from its saved config
+    # eval takes the checkpoint's windows (384 tokens, stride 128) from its saved config
     evaluated = json.loads(run_cli("eval", "--model", out / "best", "--task", "squad", "--data", dev).stdout)
     assert evaluated["rows"] == 20 and evaluated["f1"] == pytest.approx(metrics["f1"])
-    assert (evaluated["max_seq_length"], evaluated["doc_stride"]) == (256, 96)
+    assert (evaluated["max_seq_length"], evaluated["doc_stride"]) == (384, 128)
     assert evaluated["parameters"] > 20e6  # MiniLM-L6-H384 with a QA head
 
     pruned = tmp_path / "pruned"
