@@ -53,6 +53,7 @@ class Augmenter:
         self.generator = CandidateGenerator(
             tokenizer, teacher, glove, k=config.k, mlm_input=config.mlm_input,
             stopwords=config.stopwords, batch_size=config.batch_size, pad_multiple=config.pad_multiple,
+            keep_special_tokens=config.keep_special_tokens,
         )
 
     @classmethod

@@ -27,8 +27,8 @@ class TextCandidates:
         candidates: eligible position -> candidate words (never empty: a position without any
             candidates lists its own word).
         sources: eligible position -> ``mlm``, ``glove`` or ``none`` (no candidates found).
-        mlm_topk: for ``mlm`` positions, the raw top-K (ids, logits) before ``##`` pieces were
-            dropped; kept for exact comparisons against other implementations.
+        mlm_topk: for ``mlm`` positions, the raw top-K (ids, logits) before ``##`` pieces (and
+            special tokens) were dropped; kept for exact comparisons against other implementations.
     """
 
     words: list[str]
@@ -40,6 +40,20 @@ class TextCandidates:
 def drop_continuations(tokens: Iterable[str]) -> list[str]:
     """Drop WordPiece continuation pieces (those starting with ``##``), keeping order."""
     return [t for t in tokens if not t.startswith("##")]
+
+
+def mlm_words(tokenizer: WordPieceTokenizer, ids: Sequence[int], keep_special_tokens: bool = False) -> list[str]:
+    """The candidate words of a masked-LM top-K: the pieces of ``ids`` in order, without ``##``
+    continuations (as the authors' script) and, unless ``keep_special_tokens``, without the teacher's
+    special tokens. Both are dropped *after* taking the top K, so a position can have fewer than K
+    candidates, as with ``##`` pieces in the authors' script.
+
+    Why special tokens go: a candidate ``[SEP]`` is written into the variant's text, and a student's
+    tokenizer reads that text as its separator (or ``[UNK]``, ``[MASK]``), a structure the model
+    never sees at inference. The authors' script keeps them (``keep_special_tokens=True``).
+    """
+    excluded = frozenset() if keep_special_tokens else tokenizer.special_ids
+    return drop_continuations(t for i, t in zip(ids, tokenizer.tokens(ids)) if int(i) not in excluded)
 
 
 def match_case(word: str, candidates: list[str]) -> list[str]:
@@ -57,6 +71,8 @@ class CandidateGenerator:
         k: K, candidates per word.
         mlm_input: ``pair`` or ``single`` (see :mod:`augment.mlm`).
         stopwords: words never replaced.
+        keep_special_tokens: keep the teacher's special tokens among masked-LM candidates (the
+            authors' behaviour; see :func:`mlm_words`).
     """
 
     def __init__(
@@ -69,6 +85,7 @@ class CandidateGenerator:
         stopwords: frozenset[str] | None = None,
         batch_size: int = 64,
         pad_multiple: int = 8,
+        keep_special_tokens: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.teacher = teacher
@@ -78,6 +95,7 @@ class CandidateGenerator:
         self.stopwords = STOPWORDS if stopwords is None else stopwords
         self.batch_size = batch_size
         self.pad_multiple = pad_multiple
+        self.keep_special_tokens = keep_special_tokens
         self._special = (tokenizer.id_of("[CLS]"), tokenizer.id_of("[SEP]"), tokenizer.id_of("[MASK]"))
 
     def eligible_positions(self, words: Sequence[str]) -> list[int]:
@@ -128,7 +146,7 @@ class CandidateGenerator:
             ids, vals = self.teacher.topk(list(row_index), self.k, batch_size=self.batch_size,
                                           pad_multiple=self.pad_multiple, on_batch=on_rows)
             for t, pos, r in mlm_jobs:
-                words = drop_continuations(self.tokenizer.tokens(ids[r]))
+                words = mlm_words(self.tokenizer, ids[r], self.keep_special_tokens)
                 self._set(results[t], pos, words, MLM)
                 results[t].mlm_topk[pos] = (ids[r], vals[r])
         if glove_jobs:

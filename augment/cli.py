@@ -49,6 +49,9 @@ def algorithm_options(f):
         click.option("--glove-max-words", type=int, default=None, help="Read only the first N GloVe lines (default: all)."),
         click.option("--stopwords", "stopwords_file", type=click.Path(exists=True), default=None,
                      help="File of stopwords, one per line (default: the authors' list)."),
+        click.option("--keep-special-tokens", is_flag=True,
+                     help="Keep the teacher's special tokens ([SEP], [CLS], [UNK], ...) among masked-LM "
+                          "candidates, as the authors' script does (default: dropped, like ## pieces)."),
         click.option("--batch-size", type=int, default=None,
                      help="Masked-LM rows per forward (default: 8 on a CPU, 64 on a GPU)."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
@@ -69,7 +72,8 @@ def _config(params: dict) -> AugmentConfig:
     try:
         return AugmentConfig(p_t=params["p_t"], n_aug=params["n_aug"], k=params["k"], seed=params["seed"],
                              mlm_input=params["mlm_input"], glove_max_words=params["glove_max_words"],
-                             stopwords=stop, batch_size=params["batch_size"], device=params["device"],
+                             stopwords=stop, keep_special_tokens=params["keep_special_tokens"],
+                             batch_size=params["batch_size"], device=params["device"],
                              dtype=params["dtype"])
     except ValueError as e:  # messages start with the field name: "p_t must be in [0, 1] ..."
         field = str(e).split()[0]

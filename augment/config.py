@@ -38,12 +38,16 @@ class AugmentConfig:
     Algorithm (these change the output):
         p_t: probability that an eligible word is replaced in an attempt.
         n_aug: N_a, the number of sampling attempts per text (duplicates dropped).
-        k: K, candidates taken per word (masked-LM top-K before dropping ``##`` pieces; GloVe K).
+        k: K, candidates taken per word (masked-LM top-K before dropping ``##`` pieces and special
+            tokens; GloVe K).
         seed: mixed with each example's id for its random stream.
         mlm_input: ``pair`` (the paper's) or ``single`` (masked sentence alone, ~2x cheaper, not
             identical to the paper).
         glove_max_words: read only the first N GloVe lines (None = all).
         stopwords: None = the authors' list.
+        keep_special_tokens: keep the teacher's special tokens ([SEP], [CLS], [UNK], ...) among
+            masked-LM candidates, as the authors' script does; by default they are dropped like
+            ``##`` pieces (a ``[SEP]`` written into a variant becomes a separator for the student).
 
     Compute (how the output is computed):
         batch_size: masked-LM rows per forward (None: 8 on a CPU, 64 on a GPU). pad_multiple: rows
@@ -61,6 +65,7 @@ class AugmentConfig:
     mlm_input: str = "pair"
     glove_max_words: int | None = None
     stopwords: frozenset[str] | None = None
+    keep_special_tokens: bool = False
     batch_size: int | None = None
     pad_multiple: int = 8
     device: str = "cpu"
@@ -77,6 +82,8 @@ class AugmentConfig:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.mlm_input not in MLM_INPUTS:
             raise ValueError(f"mlm_input must be one of {MLM_INPUTS}, got {self.mlm_input!r}")
+        if not isinstance(self.keep_special_tokens, bool):
+            raise ValueError(f"keep_special_tokens must be True or False, got {self.keep_special_tokens!r}")
         if self.glove_max_words is not None and self.glove_max_words < 1:
             raise ValueError(f"glove_max_words must be >= 1 or None, got {self.glove_max_words}")
         if self.batch_size < 1:

@@ -58,7 +58,11 @@ class WordPieceTokenizer:
     Args:
         vocab: token -> id, as in the teacher's ``vocab.txt``.
         do_lower_case: lower-case (and strip accents) before splitting, as uncased BERTs do.
-        special_tokens: tokens the basic tokenizer must never split (``[MASK]``, ...).
+        special_tokens: tokens the basic tokenizer must never split (BERT's five, as in the authors'
+            tokenizer).
+        teacher_special_tokens: every special token the teacher's tokenizer declares (its own names
+            for cls, sep, unk..., additional ones, added tokens marked special); with
+            ``special_tokens`` they make :attr:`special_ids`.
     """
 
     vocab: Mapping[str, int]
@@ -68,8 +72,10 @@ class WordPieceTokenizer:
     special_tokens: tuple[str, ...] = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]")
     unk_token: str = "[UNK]"
     max_input_chars_per_word: int = 100
+    teacher_special_tokens: tuple[str, ...] = ()
     _basic: object = field(init=False, repr=False)
     _ids_to_tokens: list[str] = field(init=False, repr=False)
+    _special_ids: frozenset[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from transformers import BasicTokenizer  # importable in transformers 4 and 5
@@ -86,6 +92,8 @@ class WordPieceTokenizer:
         for tok in ("[CLS]", "[SEP]", "[MASK]", "[PAD]", self.unk_token):
             if tok not in self.vocab:
                 raise ValueError(f"vocabulary has no {tok!r} token: not a BERT WordPiece vocabulary")
+        named = (*self.special_tokens, self.unk_token, *self.teacher_special_tokens)
+        self._special_ids = frozenset(self.vocab[t] for t in named if t in self.vocab)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str) -> "WordPieceTokenizer":
@@ -101,16 +109,16 @@ class WordPieceTokenizer:
                 do_lower_case=config.get("do_lower_case", True),
                 tokenize_chinese_chars=config.get("tokenize_chinese_chars", True),
                 strip_accents=config.get("strip_accents"),
+                teacher_special_tokens=declared_special_tokens(_hf_tokenizer(name_or_path)),
             )
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(name_or_path)
+        tok = _hf_tokenizer(name_or_path)
         init = getattr(tok, "init_kwargs", {})
         return cls(
             vocab=dict(tok.get_vocab()),
             do_lower_case=init.get("do_lower_case", getattr(tok, "do_lower_case", True)),
             tokenize_chinese_chars=init.get("tokenize_chinese_chars", True),
             strip_accents=init.get("strip_accents"),
+            teacher_special_tokens=declared_special_tokens(tok),
         )
 
     # -- splitting ---------------------------------------------------------------------------
@@ -153,6 +161,29 @@ class WordPieceTokenizer:
 
     def id_of(self, token: str) -> int:
         return self.vocab[token]
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of every special token of the teacher ([CLS], [SEP], [UNK], [PAD], [MASK] and any
+        others its tokenizer declares): control symbols, never words of a text."""
+        return self._special_ids
+
+
+def declared_special_tokens(tokenizer) -> tuple[str, ...]:
+    """Every special token a transformers tokenizer declares, whatever the model family calls them:
+    ``all_special_tokens`` (cls, sep, unk, pad, mask, bos, eos, additional ones) and the added
+    tokens marked special. Sorted, so the order never depends on the loading path."""
+    names = set(tokenizer.all_special_tokens)
+    names |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    return tuple(sorted(names))
+
+
+def _hf_tokenizer(name_or_path: str):
+    """The teacher's transformers tokenizer (only its special tokens and, for a hub name, its vocabulary
+    and casing are read from it; the splitting is this module's)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name_or_path)
 
 
 def _read_vocab(path: Path) -> dict[str, int]:

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from distill.encoding import encode_text
 from distill.shards import TEXT_TASK, CorpusError, Manifest, open_table, read_manifest
 
 Chunk = tuple[int, int, int]  # (shard index, start, stop) in the shard's selected rows
@@ -364,9 +365,9 @@ class Collator:
 
     def __call__(self, rows: Sequence[dict]) -> dict[str, torch.Tensor]:
         texts = [[r[f] for r in rows] for f in self.text_fields]
-        enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, padding="longest",
-                             pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
-                             return_token_type_ids=True)
+        enc = encode_text(self.tokenizer, *texts, truncation=True, max_length=self.max_length, padding="longest",
+                          pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
+                          return_token_type_ids=True)
         batch = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
         if self.with_labels:
             dtype = torch.float32 if self.regression else torch.long

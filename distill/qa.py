@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from distill.data import check_answers, open_corpus
+from distill.encoding import encode_text
 from distill.shards import CorpusError
 
 QA_COLUMNS = ["id", "question", "context", "answers", "is_impossible"]
@@ -121,7 +122,7 @@ class QACollator:
     def _question(self, text: str) -> str:
         """The question cut after its first ``max_query_length`` tokens (whitespace stripped left)."""
         text = text.lstrip()
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = encode_text(self.tokenizer, text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = enc["offset_mapping"]
         return text if len(offsets) <= self.max_query_length else text[:offsets[self.max_query_length - 1][1]]
 
@@ -130,10 +131,10 @@ class QACollator:
         of each window), ``offsets`` (W, T, 2) with (-1, -1) outside the context, and
         start/end_positions (W,) (0 = [CLS])."""
         questions = [self._question(r["question"]) for r in rows]
-        enc = self.tokenizer(questions, [r["context"] for r in rows], truncation="only_second",
-                             max_length=self.max_seq_length, stride=self.doc_stride, return_overflowing_tokens=True,
-                             return_offsets_mapping=True, padding=padding, return_token_type_ids=True,
-                             pad_to_multiple_of=self.pad_to_multiple_of if padding == "longest" else None)
+        enc = encode_text(self.tokenizer, questions, [r["context"] for r in rows], truncation="only_second",
+                          max_length=self.max_seq_length, stride=self.doc_stride, return_overflowing_tokens=True,
+                          return_offsets_mapping=True, padding=padding, return_token_type_ids=True,
+                          pad_to_multiple_of=self.pad_to_multiple_of if padding == "longest" else None)
         example_index = list(enc["overflow_to_sample_mapping"])
         offsets, starts, ends = [], [], []
         for w, ex in enumerate(example_index):

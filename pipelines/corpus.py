@@ -39,7 +39,8 @@ log = logging.getLogger("pipelines.corpus")
 FORMATS = ("auto", "tsv", "csv", "jsonl", "squad", "hf")
 # AugmentConfig field -> the flag that sets it (for error messages naming the flag).
 PARAM_FLAGS = {"p_t": "--p-t", "n_aug": "--n-aug", "k": "--k", "seed": "--seed", "mlm_input": "--mlm-input",
-               "glove_max_words": "--glove-max-words", "stopwords": "--stopwords", "batch_size": "--batch-size",
+               "glove_max_words": "--glove-max-words", "stopwords": "--stopwords",
+               "keep_special_tokens": "--keep-special-tokens", "batch_size": "--batch-size",
                "pad_multiple": "--pad-multiple", "device": "--device", "dtype": "--dtype"}
 
 
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--mlm-input", default="pair", help="pair (the paper's) or single")
     eng.add_argument("--glove-max-words", type=int, help="read only the first N GloVe words")
     eng.add_argument("--stopwords", help="stopword file (default: the authors' list)")
+    eng.add_argument("--keep-special-tokens", action="store_true",
+                     help="keep the teacher's special tokens ([SEP], [CLS], [UNK]...) among masked-LM candidates, "
+                          "as the authors' script does (default: dropped, like ## pieces)")
     eng.add_argument("--augment-context", action="store_true",
                      help="SQuAD: also augment context words outside every answer")
     comp = p.add_argument_group("compute (not in the fingerprint; batch size and padding change only float rounding)")
@@ -148,8 +152,9 @@ def _engine_params(parser, args) -> dict:
     from augment.words import load_stopwords
 
     params = {"p_t": args.p_t, "n_aug": args.n_aug, "k": args.k, "seed": args.seed, "mlm_input": args.mlm_input,
-              "glove_max_words": args.glove_max_words, "batch_size": args.batch_size,
-              "pad_multiple": args.pad_multiple, "device": args.device, "dtype": args.dtype}
+              "glove_max_words": args.glove_max_words, "keep_special_tokens": args.keep_special_tokens,
+              "batch_size": args.batch_size, "pad_multiple": args.pad_multiple, "device": args.device,
+              "dtype": args.dtype}
     if args.stopwords:
         try:
             params["stopwords"] = load_stopwords(args.stopwords)

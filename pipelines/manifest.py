@@ -2,8 +2,8 @@
 
 ``OUTPUT/manifest.json`` is written last, atomically, so its presence means the corpus is complete.
 The *fingerprint* hashes everything that decides the rows (input contents, task and fields, teacher
-weights, GloVe file, augmentation parameters and seed, shard count, format version); a run whose
-fingerprint matches an existing manifest reuses that corpus.
+weights and tokenizer files, GloVe file, augmentation parameters and seed, shard count, format
+version); a run whose fingerprint matches an existing manifest reuses that corpus.
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from pipelines import fs
 from pipelines.shards import FORMAT, FORMAT_VERSION, MANIFEST, CorpusError  # noqa: F401 (re-exported)
 
 DEAD_LETTER = "dead-letter.jsonl"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json")
+# What decides the words (vocabulary, casing) and which tokens are special (never candidates).
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "tokenizer.json")
 
 
 def package_version() -> str:
@@ -44,8 +46,9 @@ def teacher_identity(teacher: str) -> dict:
     """{name, weights_sha256, tokenizer_sha256} of a teacher: a model folder (local or URL) or a hub name.
 
     The weights hash covers every ``*.safetensors`` / ``*.bin`` file in name order; the tokenizer
-    hash ``vocab.txt`` and ``tokenizer_config.json`` (what decides the words). A hub name is
-    resolved through the Hugging Face cache (downloading if needed, as loading the teacher would).
+    hash the :data:`TOKENIZER_FILES` present (what decides the words, and which tokens are special
+    and so never candidates). A hub name is resolved through the Hugging Face cache (downloading if
+    needed, as loading the teacher would).
     Raises ``FileNotFoundError`` when no weights file is found.
     """
     weights = fs.match(fs.join(teacher, "*.safetensors")) + fs.match(fs.join(teacher, "*.bin"))

@@ -31,6 +31,31 @@ def test_candidates_equal_per_word_reference(augmenter, tiny_mlm, tiny_glove):
         assert report["positions"] == len(cands.candidates)
 
 
+SPECIAL = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_special_tokens_in_the_top_k_are_dropped_unless_kept(tiny_mlm, tiny_glove, tmp_path, keep):
+    # K = the whole vocabulary, so every special token is in every masked-LM top-K.
+    k = len((tiny_mlm / "vocab.txt").read_text().split())
+    aug = Augmenter.from_pretrained(str(tiny_mlm), str(tiny_glove), glove_cache_dir=str(tmp_path), k=k,
+                                    keep_special_tokens=keep)
+    ref = PerWordReference(aug.teacher.model, load_python_tokenizer(str(tiny_mlm)), str(tiny_glove), k=k,
+                           keep_special_tokens=keep)
+    mlm = 0
+    for text, cands in zip(TEXTS, aug.candidates(TEXTS)):
+        report = compare(ref, cands, text)
+        assert report["mismatches"] == [], text
+        for pos, (ids, _) in cands.mlm_topk.items():
+            pieces = aug.tokenizer.tokens(ids)  # the raw top-K: the authors' list before filtering
+            authors = [t for t in pieces if not t.startswith("##")]
+            expected = authors if keep else [t for t in authors if t not in SPECIAL]
+            assert cands.candidates[pos] == expected
+            assert (SPECIAL <= set(cands.candidates[pos])) == keep
+            mlm += 1
+    assert mlm >= 10
+
+
 def test_sources_follow_wordpiece_split(augmenter):
     cands = augmenter.candidates(["the heartfelt film"])[0]
     assert cands.words == ["the", "heartfelt", "film"]
@@ -106,6 +131,6 @@ def test_masks_beyond_max_length_get_no_candidates(tiny_glove, tmp_path):
 
 def test_config_validation():
     for bad in [dict(p_t=1.5), dict(n_aug=-1), dict(k=0), dict(mlm_input="triple"), dict(batch_size=0),
-                dict(device="tpu"), dict(dtype="int8"), dict(glove_max_words=0)]:
+                dict(device="tpu"), dict(dtype="int8"), dict(glove_max_words=0), dict(keep_special_tokens="no")]:
         with pytest.raises(ValueError, match=next(iter(bad))):
             AugmentConfig(**bad)

@@ -66,3 +66,17 @@ def test_teacher_that_is_not_an_mlm(tmp_path, tiny_glove):
                          intermediate_size=8)).save_pretrained(tmp_path / "enc")
     result = run(["text", "--teacher", str(tmp_path / "enc"), "--glove", str(tiny_glove), "--text", "x"])
     assert result.exit_code == 1 and "not a masked language model" in result.output
+
+
+def test_keep_special_tokens_flag(base, tiny_mlm):
+    k = str(len((tiny_mlm / "vocab.txt").read_text().split()))  # every special token is in the top-K
+    special = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
+    found = {}
+    for extra in ([], ["--keep-special-tokens"]):
+        result = run(["candidates", *base, "--k", k, "--text", "a good film", *extra])
+        assert result.exit_code == 0, result.output
+        found[bool(extra)] = json.loads(result.stdout)["candidates"]
+    assert set(found[False]) == set(found[True]) == {"1", "2"}
+    for pos, kept in found[True].items():
+        assert special <= set(kept)
+        assert found[False][pos] == [w for w in kept if w not in special]

@@ -10,10 +10,21 @@ from tests.augment.per_word_reference import PerWordReference, compare, load_pyt
 pytestmark = pytest.mark.integration
 
 
-def glue_texts(assets, task, column, n, header=True):
+def glue_rows(assets, task, header=True):
     with open(assets / "glue" / task / "dev.tsv", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [r[column] for r in rows[1 if header else 0:][:n]]
+    return rows[1 if header else 0:]
+
+
+def glue_texts(assets, task, column, n, header=True):
+    return [r[column] for r in glue_rows(assets, task, header)[:n]]
+
+
+# SST-2 dev row -> a word position whose masked-LM top-15 (MiniLM teacher, pair input) holds
+# [SEP] (at rank 14, 5, 5, 11, 6), found by scanning the first 300 dev sentences with `augment
+# candidates`: 20 of their 2,983 eligible positions list a special token, always [SEP].
+SPECIAL_IN_TOP_K = {29: 9, 43: 0, 119: 0, 203: 0, 295: 0}
+SPECIAL = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}
 
 
 @pytest.fixture(scope="module")
@@ -23,31 +34,67 @@ def texts(assets):
 
 
 @pytest.fixture(scope="module")
+def special_texts(assets):
+    rows = glue_rows(assets, "SST-2")
+    return [rows[i][0] for i in SPECIAL_IN_TOP_K]
+
+
+@pytest.fixture(scope="module")
 def real(assets, tmp_path_factory):
     return Augmenter.from_pretrained(str(assets / "models" / "minilm-l6-mlm"),
                                      str(assets / "glove" / "glove.6B.50d.top100k.txt"),
                                      glove_cache_dir=str(tmp_path_factory.mktemp("glove")))
 
 
-@pytest.mark.parametrize("mode", ["pair", "single"])
-def test_candidates_equal_per_word_reference(real, assets, texts, mode):
-    ref = PerWordReference(real.teacher.model, load_python_tokenizer(str(assets / "models" / "minilm-l6-mlm")),
-                           str(assets / "glove" / "glove.6B.50d.top100k.txt"), k=15, mlm_input=mode)
-    real.generator.mlm_input = mode
+def reference(real, assets, **kw):
+    return PerWordReference(real.teacher.model, load_python_tokenizer(str(assets / "models" / "minilm-l6-mlm")),
+                            str(assets / "glove" / "glove.6B.50d.top100k.txt"), k=15, **kw)
+
+
+def candidates_with(real, texts, **settings):
+    """The engine's candidates with generator attributes temporarily set (the module shares one)."""
+    saved = {key: getattr(real.generator, key) for key in settings}
+    for key, value in settings.items():
+        setattr(real.generator, key, value)
     try:
-        found = real.candidates(texts)
+        return real.candidates(texts)
     finally:
-        real.generator.mlm_input = "pair"
-    totals = {"positions": 0, "exact": 0, "tolerated": 0}
-    for text, cands in zip(texts, found):
-        report = compare(ref, cands, text)
-        assert report["mismatches"] == [], (text, report["mismatches"])
-        for key in totals:
-            totals[key] += report[key]
-    print(f"{mode}: {totals}")  # near-tie swaps tolerated are reported, not hidden
-    assert totals["positions"] > 200
-    sources = {s for c in found for s in c.sources.values()}
-    assert {"mlm", "glove"} <= sources
+        for key, value in saved.items():
+            setattr(real.generator, key, value)
+
+
+@pytest.mark.parametrize("mode", ["pair", "single"])
+def test_candidates_equal_per_word_reference(real, assets, texts, special_texts, mode):
+    texts = texts + special_texts
+    ref = reference(real, assets, mlm_input=mode, memoise=True)  # one forward per word for both settings
+    for keep in (False, True):
+        ref.keep_special_tokens = keep
+        found = candidates_with(real, texts, mlm_input=mode, keep_special_tokens=keep)
+        totals = {"positions": 0, "exact": 0, "tolerated": 0}
+        for text, cands in zip(texts, found):
+            report = compare(ref, cands, text)
+            assert report["mismatches"] == [], (keep, text, report["mismatches"])
+            for key in totals:
+                totals[key] += report[key]
+        print(f"{mode}, keep_special_tokens={keep}: {totals}")  # near-tie swaps tolerated are reported, not hidden
+        assert totals["positions"] > 200
+        sources = {s for c in found for s in c.sources.values()}
+        assert {"mlm", "glove"} <= sources
+        with_special = sum(bool(SPECIAL & set(words)) for c in found for words in c.candidates.values())
+        assert (with_special > 0) == keep  # both settings are exercised, not vacuous
+
+
+def test_special_tokens_among_the_top_k_none_by_default_the_authors_list_when_kept(real, assets, special_texts):
+    assert {real.tokenizer.tokens([i])[0] for i in real.tokenizer.special_ids} == SPECIAL
+    default = real.candidates(special_texts)
+    kept = candidates_with(real, special_texts, keep_special_tokens=True)
+    authors = reference(real, assets, keep_special_tokens=True)  # the authors' filter: ## pieces only
+    for text, pos, d, k in zip(special_texts, SPECIAL_IN_TOP_K.values(), default, kept):
+        assert "[SEP]" in real.tokenizer.tokens(d.mlm_topk[pos][0])  # the pinned case still holds
+        assert k.candidates[pos] == authors.candidates(text)[pos][1]
+        assert "[SEP]" in k.candidates[pos] and not SPECIAL & set(d.candidates[pos])
+        for p, words in k.candidates.items():  # every position: the same list without the special tokens
+            assert d.candidates[p] == ([w for w in words if w not in SPECIAL] or [d.words[p]])
 
 
 def test_same_seed_same_output_batch_sizes_1_and_64(real, texts):

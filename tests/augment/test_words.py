@@ -51,3 +51,25 @@ def test_wordpiece_greedy_longest_match():
 def test_vocabulary_without_specials_is_refused():
     with pytest.raises(ValueError, match="MASK"):
         WordPieceTokenizer({"[CLS]": 0, "[SEP]": 1, "[PAD]": 2, "[UNK]": 3})
+
+
+@pytest.mark.parametrize("where", ["tokenizer_config.json", "special_tokens_map.json"])
+def test_special_ids_are_every_special_token_the_teacher_declares(tiny_mlm, tmp_path, where):
+    import json
+    import shutil
+
+    from tests.augment.per_word_reference import load_python_tokenizer
+
+    plain = WordPieceTokenizer.from_pretrained(str(tiny_mlm))
+    assert plain.special_ids == {plain.id_of(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")}
+    # A teacher that declares one more special token (a vocabulary word here): it is special too,
+    # as transformers' own (Python) tokenizer of that folder says.
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_mlm, teacher)
+    path = teacher / where
+    config = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(config | {"additional_special_tokens": ["movie"]}))
+    declared = WordPieceTokenizer.from_pretrained(str(teacher))
+    assert declared.special_ids == plain.special_ids | {declared.id_of("movie")}
+    assert declared.special_ids == set(load_python_tokenizer(str(teacher)).all_special_ids)
+    assert declared.words("a movie") == plain.words("a movie")  # splitting is unchanged

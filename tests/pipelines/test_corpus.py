@@ -152,3 +152,17 @@ def test_compressed_input(tmp_path, task_files, fake_models):
     packed.write_bytes(gzip.compress(open(task_files["sst2"], "rb").read()))
     m = run(args("sst2", str(packed), tmp_path / "gz", fake_models), loader=FakeLoader())
     assert m["counts"]["accepted"] == 5 and m["inputs"][0]["format"] == "tsv"
+
+
+def test_keep_special_tokens_is_a_parameter_of_the_corpus(tmp_path, task_files, fake_models):
+    from pipelines.corpus import describe, parse_args
+    from pipelines.manifest import teacher_identity
+
+    argv = args("sst2", task_files["sst2"], tmp_path / "out", fake_models)
+    static = {}
+    for keep, extra in ((False, []), (True, ["--keep-special-tokens"])):
+        cfg, _ = parse_args(argv + extra)
+        assert cfg.params["keep_special_tokens"] is keep  # what the workers' AugmentConfig receives
+        static[keep] = describe(cfg, teacher_identity(cfg.teacher))
+        assert static[keep]["params"]["keep_special_tokens"] is keep  # stated in the manifest
+    assert static[False]["fingerprint"] != static[True]["fingerprint"]

@@ -52,6 +52,9 @@ def test_sst2_slice(assets, tmp_path):
         assert originals[f"train-{i:06d}"]["label"] == int(label)
     assert (tmp_path / "train_aug.tsv").read_text().count("\n") == 1 + manifest["counts"]["rows"]
     assert manifest["teacher"]["weights_sha256"] and manifest["glove"]["sha256"]
+    assert manifest["params"]["keep_special_tokens"] is False
+    specials = ("[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]")
+    assert not [r["sentence"] for r in ds if r["aug_index"] > 0 and any(t in r["sentence"] for t in specials)]
 
 
 def test_qnli_dev_pairs(assets, tmp_path):

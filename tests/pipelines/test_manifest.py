@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,6 @@ def test_teacher_identity_hashes_weights_and_tokenizer(fake_models):
     ident = teacher_identity(teacher)
     assert ident["weights_files"] == ["model.safetensors"] and len(ident["weights_sha256"]) == 64
     assert ident["tokenizer_sha256"] is not None
+    # The files that declare special tokens (never candidates) are part of the teacher's identity.
+    (Path(teacher) / "special_tokens_map.json").write_text('{"additional_special_tokens": ["film"]}')
+    assert teacher_identity(teacher)["tokenizer_sha256"] != ident["tokenizer_sha256"]
