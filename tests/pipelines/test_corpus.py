@@ -152,3 +152,13 @@ def test_compressed_input(tmp_path, task_files, fake_models):
     packed.write_bytes(gzip.compress(open(task_files["sst2"], "rb").read()))
     m = run(args("sst2", str(packed), tmp_path / "gz", fake_models), loader=FakeLoader())
     assert m["counts"]["accepted"] == 5 and m["inputs"][0]["format"] == "tsv"
+
+
+def test_dask_runner_gets_one_task_per_read_split_unless_told_otherwise():
+    from pipelines.corpus import runner_defaults
+
+    dask = ["--runner", "apache_beam.runners.dask.dask_runner.DaskRunner"]
+    assert runner_defaults(dask) == ["--dask_partition_size=1"]
+    assert runner_defaults(dask + ["--dask_npartitions=4"]) == []
+    assert runner_defaults(dask + ["--dask_partition_size", "8"]) == []
+    assert runner_defaults(["--runner", "DirectRunner", "--direct_num_workers=2"]) == []
