@@ -3,9 +3,10 @@
     python pipelines/augment.py --runner DirectRunner --task sst2 --input glue/SST-2/train.tsv \\
         --output corpus/sst2 --teacher bert-base-uncased --glove glove.6B.300d.txt --n-aug 20
 
-The pipeline reads as ReadTask -> Augment -> WriteShards, with the rejects of both steps going to
-WriteDeadLetters and everything ending in WriteManifest. Flags this module does not know go to
-Beam's ``PipelineOptions`` (runner, workers, ``--setup_file``...). See docs/pipeline.md.
+The pipeline is one chain, ReadTask -> Augment -> WriteCorpus (shards and dead letters) ->
+WriteManifest, which every Beam runner executes alike (see :mod:`pipelines.transforms`). Flags
+this module does not know go to Beam's ``PipelineOptions`` (runner, workers, ``--setup_file``,
+``--dask_client_address``...). See docs/pipeline.md.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import time
 from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
 
 from pipelines import fs
@@ -31,8 +31,8 @@ from pipelines.records import InputSpec
 from pipelines.rows import features
 from pipelines.shards import SHARD_PATTERN
 from pipelines.tasks import TaskSpec, get_task
-from pipelines.transforms import (NAMESPACE, RECORDS_PER_BATCH, Augment, AugmenterLoader, ReadTask,
-                                  WriteDeadLetters, WriteManifest, WriteShards)
+from pipelines.transforms import (INPUT_SPLITS, RECORDS_PER_BATCH, Augment, AugmenterLoader, ReadTask, WriteCorpus,
+                                  WriteManifest)
 
 log = logging.getLogger("pipelines.corpus")
 
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--device", default="cpu")
     comp.add_argument("--dtype", default="float32")
     comp.add_argument("--records-per-batch", type=int, default=RECORDS_PER_BATCH, help="records per engine call (max)")
+    comp.add_argument("--input-splits", type=int, default=INPUT_SPLITS,
+                      help=f"read tasks per input, each keeping every Nth batch (default {INPUT_SPLITS}); "
+                           "on the Dask runner the most workers that share the work")
     comp.add_argument("--torch-threads", type=int, help="torch threads per worker process")
     comp.add_argument("--progress-seconds", type=float, default=30.0, help="progress log period")
     return p
@@ -106,6 +109,7 @@ class RunConfig:
     num_shards: int = 8
     max_records: int | None = None
     records_per_batch: int = RECORDS_PER_BATCH
+    input_splits: int = INPUT_SPLITS
     torch_threads: int | None = None
     progress_seconds: float = 30.0
     overwrite: bool = False
@@ -123,7 +127,8 @@ def parse_args(argv: list[str] | None) -> tuple[RunConfig, list[str]]:
         parser.error(f"argument --task: {e}")
     params = _engine_params(parser, args)
     for flag, value in (("--num-shards", args.num_shards), ("--records-per-batch", args.records_per_batch),
-                        ("--max-records", args.max_records), ("--torch-threads", args.torch_threads)):
+                        ("--input-splits", args.input_splits), ("--max-records", args.max_records),
+                        ("--torch-threads", args.torch_threads)):
         if value is not None and value < 1:
             parser.error(f"argument {flag}: must be >= 1, got {value}")
     if args.augment_context and spec.kind != "qa":
@@ -133,7 +138,7 @@ def parse_args(argv: list[str] | None) -> tuple[RunConfig, list[str]]:
     inputs = _resolve_inputs(parser, args, spec)
     cfg = RunConfig(spec, inputs, args.output.rstrip("/") or "/", args.teacher, args.glove, params,
                     args.augment_context, args.num_shards, args.max_records, args.records_per_batch,
-                    args.torch_threads, args.progress_seconds, args.overwrite, args.export_tsv)
+                    args.input_splits, args.torch_threads, args.progress_seconds, args.overwrite, args.export_tsv)
     return cfg, beam_args
 
 
@@ -334,7 +339,8 @@ def describe(cfg: RunConfig, teacher: dict) -> dict:
             "features": features(spec).to_dict(), "inputs": inputs, "teacher": teacher, "glove": glove,
             "params": params, "seed": config.seed,
             "compute": {k: cfg.params[k] for k in ("batch_size", "pad_multiple", "device")}
-            | {"records_per_batch": cfg.records_per_batch, "torch_threads": cfg.torch_threads},
+            | {"records_per_batch": cfg.records_per_batch, "input_splits": cfg.input_splits,
+               "torch_threads": cfg.torch_threads},
             "package": {"name": "bert-compress", "version": package_version()},
             "dead_letter": DEAD_LETTER}
 
@@ -349,16 +355,13 @@ def clear_output(output: str) -> None:
 
 # -- the pipeline ------------------------------------------------------------------------------
 def build_pipeline(p: beam.Pipeline, cfg: RunConfig, static: dict, loader, workers: int = 1) -> None:
-    """Add the corpus builder's transforms to ``p``."""
-    records, read_rejects = p | "ReadTask" >> ReadTask(cfg.spec, cfg.inputs, cfg.max_records)
-    rows, aug_rejects = records | "Augment" >> Augment(loader, cfg.spec, cfg.augment_context,
-                                                       cfg.records_per_batch, cfg.progress_seconds, workers)
-    shards = rows | "WriteShards" >> WriteShards(cfg.output, cfg.spec, cfg.num_shards)
-    rejected = ((read_rejects, aug_rejects)
-                | "Rejects" >> beam.Flatten()
-                | "WriteDeadLetters" >> WriteDeadLetters(cfg.output))
-    read = (records, read_rejects) | "AllRead" >> beam.Flatten() | "CountRead" >> beam.combiners.Count.Globally()
-    _ = p | "WriteManifest" >> WriteManifest(cfg.output, static, shards, read, rejected)
+    """Add the corpus builder's transforms to ``p``: one chain, whose last step needs every other
+    (a runner that runs only what the last transform needs, as Beam's Dask runner does, runs it all)."""
+    _ = (p
+         | "ReadTask" >> ReadTask(cfg.spec, cfg.inputs, cfg.max_records, cfg.records_per_batch, cfg.input_splits)
+         | "Augment" >> Augment(loader, cfg.spec, cfg.augment_context, cfg.progress_seconds, workers)
+         | "WriteCorpus" >> WriteCorpus(cfg.output, cfg.spec, cfg.num_shards)
+         | "WriteManifest" >> WriteManifest(cfg.output, static))
 
 
 def expected_workers(options: PipelineOptions) -> int:
@@ -368,6 +371,19 @@ def expected_workers(options: PipelineOptions) -> int:
         return options.view_as(DirectOptions).direct_num_workers or os.cpu_count() or 1
     worker = options.view_as(WorkerOptions)
     return worker.num_workers or worker.max_num_workers or 1
+
+
+def runner_defaults(beam_args: list[str]) -> list[str]:
+    """Beam flags this builder adds when the run does not set them.
+
+    Beam's Dask runner puts up to 128 ``Create`` elements in one dask partition and runs a
+    partition's whole chain as one task, so ReadTask's read splits would all be one task on one
+    worker: ``--dask_partition_size=1`` makes each split its own task (``--dask_npartitions`` or
+    ``--dask_partition_size`` given by the user are kept).
+    """
+    runner = str(PipelineOptions(beam_args).view_as(StandardOptions).runner or "")
+    named = any(a.split("=", 1)[0] in ("--dask_npartitions", "--dask_partition_size") for a in beam_args)
+    return ["--dask_partition_size=1"] if runner.endswith("DaskRunner") and not named else []
 
 
 def run(argv: list[str] | None = None, loader=None) -> dict:
@@ -396,10 +412,10 @@ def run(argv: list[str] | None = None, loader=None) -> dict:
                                      "--overwrite to replace it or choose another --output")
         log.info("reusing corpus %s at %s (same fingerprint; --overwrite rebuilds it)",
                  existing["fingerprint"], cfg.output)
-        _finish(cfg, existing, None, None)
+        _finish(cfg, existing, None)
         return existing
     clear_output(cfg.output)
-    options = PipelineOptions(beam_args)
+    options = PipelineOptions(beam_args + runner_defaults(beam_args))
     static["compute"]["runner"] = str(options.view_as(StandardOptions).runner or "DirectRunner")
     loader = loader or AugmenterLoader(cfg.teacher, cfg.glove, cfg.params, cfg.torch_threads)
     log.info("building corpus %s of %s from %d input(s) into %s", static["fingerprint"], cfg.spec.name,
@@ -408,29 +424,32 @@ def run(argv: list[str] | None = None, loader=None) -> dict:
     p = beam.Pipeline(options=options)
     build_pipeline(p, cfg, static, loader, expected_workers(options))
     result = p.run()
-    result.wait_until_finish()
+    try:
+        result.wait_until_finish()
+    finally:
+        _release(result)
     manifest = read_manifest(cfg.output)
     if manifest is None:
         raise CorpusError(f"the pipeline finished without writing {fs.join(cfg.output, MANIFEST)}")
-    _finish(cfg, manifest, result, time.monotonic() - start)
+    _finish(cfg, manifest, time.monotonic() - start)
     return manifest
 
 
-def _counters(result) -> dict[str, int]:
-    try:
-        metrics = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    except Exception:  # some runners report no metrics
-        return {}
-    return {m.key.metric.name: (m.committed if m.committed is not None else m.attempted) for m in metrics}
+def _release(result) -> None:
+    """Close the client a pipeline result holds (Beam's Dask runner leaves its connection open)."""
+    client = getattr(result, "client", None)
+    if client is not None and callable(getattr(client, "close", None)):
+        client.close()
 
 
-def _finish(cfg: RunConfig, manifest: dict, result, seconds: float | None) -> None:
+def _finish(cfg: RunConfig, manifest: dict, seconds: float | None) -> None:
+    """Log the summary line (with the engine's work and speed when this run built the corpus)."""
     c = manifest["counts"]
     line = (f"corpus {manifest['fingerprint']} ({manifest['task']}) at {cfg.output}: read {c['read']}, "
             f"accepted {c['accepted']}, rejected {c['rejected']} (see {DEAD_LETTER}), originals "
             f"{c['originals']}, variants {c['variants']}, rows {c['rows']} in {len(manifest['shards'])} shards")
-    if result is not None:
-        m = _counters(result)
+    if seconds is not None:
+        m = manifest.get("engine", {})
         line += (f"; texts {m.get('texts', 0)}, MLM rows {m.get('mlm_rows', 0)}, GloVe cache hits "
                  f"{m.get('glove_cache_hits', 0)} / misses {m.get('glove_cache_misses', 0)}")
         if seconds:

@@ -77,13 +77,20 @@ def _combined_sha256(paths: list[str]) -> str | None:
     return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
-def build_manifest(static: dict, shards: list[dict], counts: dict) -> dict:
+def build_manifest(static: dict, shards: list[dict], counts: dict, engine: dict | None = None) -> dict:
     """The full manifest: ``static`` (identity, inputs, params...) + shard list + counts + time.
 
-    Raises :class:`CorpusError` when the counts do not reconcile (read = accepted + rejected,
-    originals = accepted, rows = originals + variants = sum of shard rows).
+    Args:
+        shards: one summary {file, rows, originals, variants} per shard written.
+        counts: {read, rejected}: items read, lines in the dead letters.
+        engine: what augmenting took (texts, MLM rows, GloVe cache hits/misses), stored as is.
+    Raises :class:`CorpusError` when a shard is summarised twice or the counts do not reconcile
+    (read = accepted + rejected, originals = accepted, rows = originals + variants = sum of shard rows).
     """
     shards = sorted(shards, key=lambda s: s["file"])
+    repeated = sorted({a["file"] for a, b in zip(shards, shards[1:]) if a["file"] == b["file"]})
+    if repeated:
+        raise CorpusError(f"shard(s) {repeated} summarised more than once")
     rows = sum(s["rows"] for s in shards)
     counts = dict(counts, rows=rows, originals=sum(s["originals"] for s in shards),
                   variants=sum(s["variants"] for s in shards))
@@ -95,8 +102,9 @@ def build_manifest(static: dict, shards: list[dict], counts: dict) -> dict:
         problems.append(f"originals + variants != rows {rows}")
     if problems:
         raise CorpusError("counts do not reconcile: " + "; ".join(problems) + f" ({counts})")
+    extra = {} if engine is None else {"engine": dict(engine)}
     return dict(static, shards=[{"file": s["file"], "rows": s["rows"]} for s in shards], counts=counts,
-                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                **extra, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
 def write_manifest(output: str, manifest: dict) -> str:

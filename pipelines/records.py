@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from typing import Any
 
 
@@ -81,3 +81,37 @@ class InputSpec:
     columns: dict[str, str] = field(default_factory=dict)
     hf_config: str | None = None
     split: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The corpus builder's unit of work: consecutive items of one input, in input order.
+
+    Attributes:
+        input: the input's index in the run (its position in ``--input``).
+        total: how many items that input has in all (after ``--max-records``), for progress ETAs.
+        items: the :class:`Record` and :class:`Reject` items, one per record read.
+    """
+
+    input: int
+    total: int
+    items: tuple = ()
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What the Augment step did with one batch; summed into the manifest.
+
+    Computed from the data (not with runner metrics, which some runners never report), so every
+    runner's manifest has the same counts. ``read`` is the batch's item count; the engine figures
+    (``texts``, ``mlm_rows``, GloVe cache hits and misses) say how much work augmenting took.
+    """
+
+    read: int = 0
+    texts: int = 0
+    mlm_rows: int = 0
+    glove_cache_hits: int = 0
+    glove_cache_misses: int = 0
+
+    def __add__(self, other: "Tally") -> "Tally":
+        return Tally(*(a + b for a, b in zip(astuple(self), astuple(other))))

@@ -18,6 +18,7 @@ from augment import Augmented
 class FakeAugmenter:
     n_aug: int = 3
     fail_on: str = "EXPLODE"  # a text containing this makes augment_batch raise
+    trace: str | None = None  # a file that gets a line (the text count) per augment_batch call
 
     def __post_init__(self):
         self.calls = 0
@@ -31,6 +32,9 @@ class FakeAugmenter:
         ids = list(texts) if ids is None else list(ids)
         self.calls += 1
         self.texts += len(texts)
+        if self.trace:
+            with open(self.trace, "a") as f:
+                f.write(f"{len(texts)}\n")
         out = []
         for t, (text, example_id) in enumerate(zip(texts, ids)):
             if self.fail_on in text:
@@ -54,14 +58,22 @@ class FakeAugmenter:
 
 
 class FakeLoader:
-    """Picklable loader for AugmentFn: builds a FakeAugmenter in each worker."""
+    """Picklable loader for AugmentFn: builds a FakeAugmenter in each worker.
 
-    key = "fake"
+    With ``pid_dir``, the loading process leaves a file named by its pid there, which gets a line
+    per engine call it then makes.
+    """
 
     def __init__(self, n_aug: int = 3, pid_dir: str | None = None):
         self.n_aug, self.pid_dir = n_aug, pid_dir
 
+    @property
+    def key(self) -> str:  # shared.Shared's cache tag: loaders that differ never share a fake
+        return f"fake(n_aug={self.n_aug}, pid_dir={self.pid_dir})"
+
     def __call__(self):
-        if self.pid_dir:  # leave a trace of the process that loaded it
-            open(os.path.join(self.pid_dir, str(os.getpid())), "w").close()
-        return FakeAugmenter(self.n_aug)
+        trace = None
+        if self.pid_dir:
+            trace = os.path.join(self.pid_dir, str(os.getpid()))
+            open(trace, "w").close()
+        return FakeAugmenter(self.n_aug, trace=trace)

@@ -166,3 +166,13 @@ def test_keep_special_tokens_is_a_parameter_of_the_corpus(tmp_path, task_files, 
         static[keep] = describe(cfg, teacher_identity(cfg.teacher))
         assert static[keep]["params"]["keep_special_tokens"] is keep  # stated in the manifest
     assert static[False]["fingerprint"] != static[True]["fingerprint"]
+
+
+def test_dask_runner_gets_one_task_per_read_split_unless_told_otherwise():
+    from pipelines.corpus import runner_defaults
+
+    dask = ["--runner", "apache_beam.runners.dask.dask_runner.DaskRunner"]
+    assert runner_defaults(dask) == ["--dask_partition_size=1"]
+    assert runner_defaults(dask + ["--dask_npartitions=4"]) == []
+    assert runner_defaults(dask + ["--dask_partition_size", "8"]) == []
+    assert runner_defaults(["--runner", "DirectRunner", "--direct_num_workers=2"]) == []
