@@ -32,7 +32,7 @@ ARG PIP_CA_URL=
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 TOKENIZERS_PARALLELISM=false
 
 # python:3.11-slim can make virtual environments; plain Debian/Ubuntu and CUDA bases have no Python,
-# or one without venv/ensurepip (Debian splits them out): install Debian's. Everything then goes
+# or one without venv/ensurepip (Debian splits them out): install the distribution's. Everything then goes
 # into /opt/venv, the same steps on every base (Debian's system Python refuses pip, PEP 668).
 RUN if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then \
       apt-get update \

@@ -62,7 +62,10 @@ if ! docker info >/dev/null 2>&1; then
   # Its own session, so it outlives this script and is not killed with the script's process group.
   setsid dockerd >"$dockerd_log" 2>&1 < /dev/null &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-  docker info >/dev/null 2>&1 || { tail -20 "$dockerd_log" >&2; die "dockerd did not come up in 60 s (log: $dockerd_log)"; }
+  if ! docker info >/dev/null 2>&1; then
+    tail -20 "$dockerd_log" >&2
+    die "dockerd did not come up in 60 s (log: $dockerd_log)"
+  fi
 fi
 
 assets="${BERT_COMPRESS_ASSETS:-$(cd .. && pwd)/shared/assets}"
@@ -252,7 +255,8 @@ EOF
 
 current=""
 echo
-echo "docker smoke passed on $(date -u +%F), $(uname -m), $(nproc) cores: image $image, base $base, $(awk -v s="$size" 'BEGIN { printf "%.2f GB", s / 1e9 }')"
+gb=$(awk -v s="$size" 'BEGIN { printf "%.2f GB", s / 1e9 }')
+echo "docker smoke passed on $(date -u +%F), $(uname -m), $(nproc) cores: image $image, base $base, $gb"
 for i in "${!step_names[@]}"; do
   printf '  %-34s %8s s\n' "${step_names[$i]}" "${step_secs[$i]}"
 done
