@@ -147,7 +147,22 @@ if [ -n "$torch_wheels" ] || [ -n "$pip_cert" ]; then
     [ -f "$pip_cert" ] || die "pip's CA bundle $pip_cert is not a file"
     ln -s "$(realpath "$pip_cert")" "$work/serve/pip-ca.pem"
   fi
-  port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # The first free port from a fixed range: the URLs are build arguments, so a port that stays the
+  # same from run to run keeps Docker's layer cache valid.
+  port=$("$python" - <<'EOF'
+import socket
+for port in range(47600, 47700):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free port in 47600-47699 for the file server")
+EOF
+)
   "$python" -m http.server --bind 127.0.0.1 --directory "$work/serve" "$port" >"$work/logs/file-server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 50); do
