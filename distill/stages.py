@@ -27,8 +27,13 @@ from torch import nn
 from distill import losses
 from distill.config import Config
 from distill.mapping import build_mapping, validate_mapping
-from distill.models import Features, ModelError, Projector, build_student, features, load_model
+from distill.models import (Features, ModelError, Projector, build_student, features, load_architecture,
+                           load_model)
 from distill.pruning import PRUNING_FILE
+
+#: The batch key under which a teacher cache's collator hands over the teacher's outputs
+#: (``data.teacher_cache``, ``distill.teacher_cache``): (B, C) logits, or (W, 2, T) span logits for QA.
+TEACHER_TARGETS = "teacher_targets"
 
 
 class FinetuneLoss(nn.Module):
@@ -201,7 +206,8 @@ def build(cfg: Config) -> StageParts:
     head = "base" if cfg.stage == "general" else "qa" if task.kind == "qa" else "classification"
     if cfg.stage == "prune":
         return _l0_prune(cfg, task, head, regression)
-    teacher = load_model(cfg.model.teacher, head)
+    cached = cfg.data.teacher_cache is not None  # the teacher's outputs come with each batch
+    teacher = load_architecture(cfg.model.teacher, head) if cached else load_model(cfg.model.teacher, head)
     if head != "base":
         trained_head(teacher, head, cfg.model.teacher)
     if head == "classification":
@@ -217,6 +223,8 @@ def build(cfg: Config) -> StageParts:
     if cfg.stage == "task" and cfg.step == "prediction":
         validate_mapping([], student.config, teacher.config)  # vocabulary check
         module, targets = _prediction(student, teacher, head == "qa", regression, cfg.distill)
+        if cached:  # the teacher never runs: its outputs are read from the cache with the batch
+            teacher, targets = None, _cached_targets
         if gates is not None:
             module.gates = gates  # moves to the device with the module
         return StageParts(module, student, teacher, targets, task, True, False)
@@ -249,6 +257,11 @@ def _prediction(student: nn.Module, teacher: nn.Module, qa: bool, regression: bo
                 lambda batch: span_logits(teacher, batch))
     return (PredictionLoss(student, regression, d.temperature, d.hard_label_weight),
             lambda batch: features(teacher, batch, need_hidden=False).logits)
+
+
+def _cached_targets(batch: dict) -> torch.Tensor:
+    """The teacher's outputs that ``distill.teacher_cache.TargetCollator`` put in the batch."""
+    return batch.pop(TEACHER_TARGETS)
 
 
 def _keep_pruned(student: nn.Module, cfg: Config):
