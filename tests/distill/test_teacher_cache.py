@@ -14,7 +14,7 @@ import torch
 from distill.data import Collator, loader, open_corpus
 from distill.shards import open_table, read_manifest
 from distill.stages import TEACHER_TARGETS, PredictionLoss, QAPredictionLoss, span_logits
-from distill.teacher_cache import BUILD_FILE, CacheError, TeacherCache, build
+from distill.teacher_cache import BUILD_FILE, DTYPES, CacheError, TeacherCache, build
 from tests.distill.conftest import save_model, tiny_config, write_task_corpus
 from tests.distill.test_train import common, read_log, run_cli
 
@@ -88,7 +88,7 @@ def test_cache_rows_are_the_teachers_outputs_for_each_corpus_row(tmp_path, teach
         rows = open_table(path).to_pylist()
         cached = open_table(str(tmp_path / "cache" / cache_file)).to_pylist()
         assert [r["id"] for r in cached] == [r["id"] for r in rows]
-        for row, entry in zip(rows, cached):
+        for row, entry in list(zip(rows, cached))[::3]:  # every third row of every shard
             enc = tok(row["sentence"], truncation=True, max_length=128, return_tensors="pt")
             ids, types = enc["input_ids"][0], enc["token_type_ids"][0]
             assert entry["length"] == len(ids)
@@ -105,8 +105,9 @@ def test_squad_cache_holds_every_window_of_every_question(tmp_path, qa_teacher_d
     rows = open_table(str(tmp_path / "cache" / "corpus" / manifest["shards"][0]["file"])).to_pylist()
     cached = open_table(str(tmp_path / "cache" / manifest["shards"][0]["file"])).to_pylist()
     assert len(cached) == len(rows) == 32
+    assert [r["id"] for r in cached] == [r["id"] for r in rows]
     several = 0
-    for row, entry in zip(rows, cached):
+    for row, entry in list(zip(rows, cached))[::2]:
         enc = collator.encode([row], padding=False)
         assert entry["id"] == row["id"] and entry["window_lengths"] == [len(w) for w in enc["input_ids"]]
         several += len(entry["window_lengths"]) > 1
@@ -117,7 +118,7 @@ def test_squad_cache_holds_every_window_of_every_question(tmp_path, qa_teacher_d
             assert torch.equal(torch.tensor(entry["logits"][at:at + 2 * n]).view(2, n), want)
             at += 2 * n
         assert at == len(entry["logits"])
-    assert several > 10  # the windows are really exercised
+    assert several > 5  # the windows are really exercised
 
 
 # --------------------------------------------------------------------------------------------------
@@ -369,3 +370,92 @@ def test_an_unfinished_or_foreign_cache_and_other_steps_are_refused(tmp_path, te
         "task": "sst2", "model.teacher": teacher_dir, "model.student": student_config_file, "data.train": sst2_corpus,
         "data.teacher_cache": tmp_path / "empty"}), ok=False)
     assert result.exit_code == 2 and "serves `distill task --step prediction` only" in result.output
+
+
+# --------------------------------------------------------------------------------------------------
+# The real MiniLM teacher
+
+
+def _minilm_teacher(source, out, head: str):
+    """MiniLM-L6 with a freshly initialised (seeded) task head, saved as a fine-tuned teacher would be."""
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    if head == "qa":
+        model = AutoModelForQuestionAnswering.from_pretrained(source)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return out
+
+
+def _check_batches(batches, model, loss, run, n, batch_size, max_length, rel, dtype=torch.float32):
+    """Cached targets equal the canonical forward of each row (window) to the last bit, so do the
+    losses; against the live teacher on the padded batch the loss is within ``rel``."""
+    for _ in range(n):
+        batch = next(batches)
+        cached = batch.pop(TEACHER_TARGETS)
+        canonical = torch.zeros_like(cached)
+        for i, length in enumerate(batch["attention_mask"].sum(1).tolist()):
+            out = alone(run, batch["input_ids"][i, :length], batch["token_type_ids"][i, :length], batch_size,
+                        max_length, dtype)
+            if out.dim() == 2:  # (2, L) span logits: the real tokens only, 0 at padding
+                canonical[i, :, :length] = out[:, :length]
+            else:
+                canonical[i] = out
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            live = run(batch)
+            from_cache, from_canonical, from_live = (loss(batch, t)["loss"] for t in (cached, canonical, live))
+        assert torch.equal(cached, canonical) and torch.equal(from_cache, from_canonical)
+        assert abs(from_cache.item() - from_live.item()) <= rel * abs(from_live.item())
+
+
+@pytest.mark.integration
+def test_minilm_teacher_cache_gives_the_live_teachers_loss(tmp_path):
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
+
+    from distill.glue import read_tsv
+    from distill.models import build_student
+    from distill.qa import QACollator
+    from distill.shards import ShardWriter, task_schema
+    from pipelines.tasks import get_task
+    from tests.conftest import require_assets
+    from tests.distill.test_qa_integration import _subset
+
+    assets = require_assets("models/minilm-l6-mlm/config.json", "glue/SST-2/train.tsv",
+                            "squad/squad2-train-split.json")
+    minilm = assets / "models" / "minilm-l6-mlm"
+
+    # SST-2: 48 training sentences in two shards
+    rows = read_tsv(str(assets / "glue" / "SST-2" / "train.tsv"), get_task("sst2"))[:48]
+    corpus = tmp_path / "sst2"
+    with ShardWriter(str(corpus), task_schema(["sentence"]), 24,
+                     {"task": "sst2", "text_fields": ["sentence"], "label_names": ["0", "1"]}) as w:
+        for i, r in enumerate(rows):
+            w.write({"id": f"sst2-{i}", "source_id": f"sst2-{i}", "aug_index": 0, "sentence": r["sentence"],
+                     "label": r["label"]})
+    teacher = _minilm_teacher(minilm, tmp_path / "sst2-teacher", "classification")
+    model = AutoModelForSequenceClassification.from_pretrained(teacher).eval()
+    tok = AutoTokenizer.from_pretrained(teacher)
+    student = build_student("tinybert-4", model.config, "classification", 2).eval()
+    loss = PredictionLoss(student, regression=False, temperature=1.0)
+    for dtype, rel in (("float32", FP32_REL), ("bfloat16", BF16_REL)):
+        cache = tmp_path / f"sst2-{dtype}"
+        manifest = _build(teacher, corpus, cache, batch_size=8, dtype=dtype)
+        assert manifest["rows"] == 48 and manifest["teacher"]["files"]["model.safetensors"]
+        batches = _cached_batches(cache, corpus, teacher, "sst2", Collator(tok, ["sentence"], 128, with_labels=False),
+                                  batch_size=16)
+        _check_batches(batches, model, loss, _logits(model), 3, 8, 128, rel, DTYPES[dtype])
+
+    # SQuAD: 6 questions, in the recovery config's windows (256 tokens, stride 96)
+    train, n = _subset(assets / "squad" / "squad2-train-split.json", tmp_path / "train.json", 6)
+    teacher = _minilm_teacher(minilm, tmp_path / "qa-teacher", "qa")
+    model = AutoModelForQuestionAnswering.from_pretrained(teacher).eval()
+    tok = AutoTokenizer.from_pretrained(teacher)
+    manifest = _build(teacher, train, tmp_path / "squad-cache", batch_size=4, max_seq_length=256, doc_stride=96)
+    assert manifest["rows"] == n == 6
+    batches = _cached_batches(tmp_path / "squad-cache", tmp_path / "squad-cache" / "corpus", teacher, "squad",
+                              QACollator(tok, 256, 96, 64), batch_size=3, max_seq_length=256, doc_stride=96)
+    student = build_student("tinybert-4", model.config, "qa").eval()
+    _check_batches(batches, model, QAPredictionLoss(student, temperature=2.0), _spans(model), 2, 4, 256, FP32_REL)
