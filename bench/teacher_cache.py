@@ -203,8 +203,9 @@ def bench_teacher(kind: str, args, tmp: str, corpus: str, natural: str) -> dict:
     for dtype in args.dtypes.split(","):
         natural_cache = os.path.join(tmp, f"{kind}-natural-{dtype}")
         m = build(teacher, natural, natural_cache, batch_size=args.build_batch_size, device="cpu", dtype=dtype)
-        result["agreement"].append(agreement(teacher, natural, natural_cache, dtype, args.agreement_batches)
-                                   | {"bytes_per_row": m["bytes_per_row"], "fill_fraction": round(m["fill_fraction"], 4)})
+        measured = agreement(teacher, natural, natural_cache, dtype, args.agreement_batches)
+        result["agreement"].append(measured | {"bytes_per_row": m["bytes_per_row"],
+                                               "fill_fraction": round(m["fill_fraction"], 4)})
     return result
 
 

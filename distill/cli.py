@@ -164,7 +164,12 @@ def cache_teacher(teacher, corpus, output, max_seq_length, doc_stride, max_query
                          dtype, rank, world, barrier, progress)
     except (CorpusError, ModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    if rank == 0:
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if rank == 0:  # "built": the shards this process computed
         click.echo(json.dumps({"output": output, "task": manifest["task"], "rows": manifest["rows"],
                                "shards": len(manifest["shards"]), "built": manifest["built"],
                                "bytes": manifest["bytes"], "bytes_per_row": manifest["bytes_per_row"],

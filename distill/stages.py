@@ -7,7 +7,8 @@
   intermediate layers only.
 - ``task --step prediction``: soft cross-entropy against the teacher's logits at a temperature
   (MSE for regression; for SQuAD over the start and end logits of each window), plus optionally
-  the gold-label loss.
+  the gold-label loss. With ``data.teacher_cache`` the logits come with each batch
+  (``distill.teacher_cache``) and the teacher's weights are never loaded.
 
 Each stage is a small ``nn.Module`` whose ``forward(batch, targets)`` returns every unweighted term
 and the weighted ``loss``; the teacher stays outside it (frozen, run under ``no_grad``), so the

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sys
 import time
@@ -52,8 +51,6 @@ from distill.data import Collator, Corpus, ShardStream, _TableCache, open_corpus
 from distill.models import ModelError, features, load_model
 from distill.shards import MANIFEST, CorpusError, open_table
 from distill.stages import TEACHER_TARGETS, span_logits, trained_head
-
-log = logging.getLogger(__name__)
 
 FORMAT = "bert-compress-teacher-cache"
 FORMAT_VERSION = 1
@@ -400,7 +397,8 @@ def build(teacher: str, corpus: str, output: str, max_seq_length: int | None = N
                 "numerics": {"batch_size": batch_size, "pad_multiple": PAD_MULTIPLE, "device": dev.type,
                              "torch": torch.__version__.split("+")[0]}}
     done = _read_json(os.path.join(output, MANIFEST))
-    for what, existing in (("a teacher cache", done), ("a partial teacher cache", _read_json(os.path.join(output, BUILD_FILE)))):
+    started_build = _read_json(os.path.join(output, BUILD_FILE))
+    for what, existing in (("a teacher cache", done), ("a partial teacher cache", started_build)):
         if existing is None:
             continue
         diff = _identity_differences(existing, identity)
@@ -516,8 +514,11 @@ class TeacherCache:
         difference when the cache was built from another teacher, corpus or windows."""
         diff = self.differences(corpus, cfg, task)
         if diff:
-            raise CacheError(f"data.teacher_cache {self.root} does not fit this run: {'; '.join(diff)}. Rebuild it: "
-                             f"distill cache-teacher --teacher {cfg.model.teacher} --corpus {cfg.data.train} ...")
+            d = cfg.data
+            windows = f" --doc-stride {d.doc_stride} --max-query-length {d.max_query_length}" if self.qa else ""
+            raise CacheError(f"data.teacher_cache {self.root} does not fit this run: {'; '.join(diff)}. Build one "
+                             f"that does: distill cache-teacher --teacher {cfg.model.teacher} --corpus {d.train} "
+                             f"--max-seq-length {d.max_seq_length}{windows} --output NEW_DIR")
         paths = [os.path.join(self.root, s["file"]) for s in self.manifest["shards"]]
         return CachedCorpus(corpus.manifest, corpus.columns, corpus.selections, corpus.rows, cache_paths=paths,
                             qa=self.qa)

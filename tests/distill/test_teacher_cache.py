@@ -140,8 +140,8 @@ def test_loss_from_the_cache_equals_the_live_teachers(tmp_path, teacher_dir, sst
         batch = next(batches)
         cached = batch.pop(TEACHER_TARGETS)  # (B, C)
         lengths = batch["attention_mask"].sum(1)
-        canonical = torch.stack([alone(_logits(model), batch["input_ids"][i, :n], batch["token_type_ids"][i, :n], 4, 128)
-                                 for i, n in enumerate(lengths)])
+        canonical = torch.stack([alone(_logits(model), batch["input_ids"][i, :n], batch["token_type_ids"][i, :n], 4,
+                                       128) for i, n in enumerate(lengths)])
         with torch.no_grad():
             live = model(**batch).logits
             from_cache, from_canonical, from_live = (loss(batch, t)["loss"] for t in (cached, canonical, live))
@@ -343,7 +343,8 @@ def test_a_cache_that_does_not_fit_the_run_is_refused_before_training(tmp_path, 
     shutil.copytree(sst2_corpus, changed)
     _rewrite_first_row(changed / read_manifest(str(changed)).files[1])
     cases = [
-        ({"model.teacher": other_teacher}, ["teacher: the cache was built from", "files that differ: model.safetensors"]),
+        ({"model.teacher": other_teacher},
+         ["teacher: the cache was built from", "files that differ: model.safetensors"]),
         ({"data.train": other_corpus}, ["corpus: fingerprint"]),
         ({"data.max_seq_length": 64}, ["windows: data.max_seq_length 64 (cache: 128)"]),
         ({"data.train": changed}, ["corpus shard shard-00001-of-00005.arrow changed since the cache was built"]),
