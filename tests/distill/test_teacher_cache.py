@@ -150,6 +150,34 @@ def test_loss_from_the_cache_equals_the_live_teachers(tmp_path, teacher_dir, sst
         assert abs(from_cache.item() - from_live.item()) <= FP32_REL * abs(from_live.item())
 
 
+def test_regression_on_sentence_pairs(tmp_path, student_config_file):
+    from transformers import BertForSequenceClassification
+
+    from distill.models import build_student
+
+    torch.manual_seed(3)
+    teacher = save_model(BertForSequenceClassification(tiny_config(num_labels=1, problem_type="regression")),
+                         tmp_path / "stsb-teacher")
+    corpus = write_task_corpus(tmp_path / "stsb", n_source=12, task="stsb", fields=("sentence1", "sentence2"),
+                               label_names=None)
+    _build(teacher, corpus, tmp_path / "cache")
+    model, tok = _load(teacher)
+    batches = _cached_batches(tmp_path / "cache", corpus, teacher, "stsb",
+                              Collator(tok, ["sentence1", "sentence2"], 128, with_labels=False))
+    student = build_student(str(student_config_file), model.config, "classification", 1, regression=True).eval()
+    loss = PredictionLoss(student, regression=True, temperature=1.0)
+    for _ in range(3):
+        batch = next(batches)
+        cached = batch.pop(TEACHER_TARGETS)  # (B, 1)
+        lengths = batch["attention_mask"].sum(1)
+        canonical = torch.stack([alone(_logits(model), batch["input_ids"][i, :n], batch["token_type_ids"][i, :n], 4,
+                                       128) for i, n in enumerate(lengths)])
+        assert cached.shape == (8, 1) and torch.equal(cached, canonical)
+        assert (batch["token_type_ids"] == 1).any()  # pairs: the second segment is there
+        with torch.no_grad():
+            assert torch.equal(loss(batch, cached)["loss"], loss(batch, canonical)["loss"])
+
+
 def test_squad_loss_from_the_cache_equals_the_live_teachers(tmp_path, qa_teacher_dir, squad_train_json,
                                                             qa_student_config_file):
     from distill.models import build_student
@@ -301,6 +329,22 @@ def test_prediction_step_reads_the_cache_and_never_loads_the_teacher(tmp_path, m
     assert [r["step"] for r in a] == [1, 2, 3]
     for x, y in zip(a, b):
         assert abs(x["loss"] - y["loss"]) <= FP32_REL * abs(y["loss"])
+
+
+def test_a_cached_run_resumes_where_an_uninterrupted_one_ends(tmp_path, monkeypatch, teacher_dir, sst2_corpus,
+                                                              student_config_file):
+    from safetensors.torch import load_file
+
+    from tests.distill.test_train import kill_then_resume
+
+    _build(teacher_dir, sst2_corpus, tmp_path / "cache")
+    extra = {"train.max_steps": 6, "train.save_every": 3}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run_cli(*_train_args(full, teacher_dir, student_config_file, sst2_corpus, tmp_path / "cache", **extra))
+    kill_then_resume(monkeypatch, _train_args(killed, teacher_dir, student_config_file, sst2_corpus,
+                                              tmp_path / "cache", **extra), killed, killed_after_step=4)
+    a, b = load_file(full / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_recovery_after_pruning_reads_the_cache(tmp_path, monkeypatch, qa_teacher_dir, squad_train_json):
