@@ -133,7 +133,7 @@ def child_epoch_rss(teacher: str, corpus: str, cache: str) -> dict:
     rows = 0
     while rows < stream.total:
         rows += len(next(batches)[TEACHER_TARGETS])
-    return {"rows": rows, "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {"rows_streamed": rows, "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 def agreement(teacher: str, corpus: str, cache: str, dtype: str, batches: int) -> dict:

@@ -27,7 +27,7 @@ moves to another batch or padding. So every row is computed at a canonical shape
 augmentation engine does (``augment/mlm.py``): padded to a multiple of ``PAD_MULTIPLE`` tokens (at
 most max_seq_length), ``batch_size`` rows per forward, the last batch of a length filled up with
 copies of a row. A cached value is then bit-identical to a forward of its row at that shape whatever
-its neighbours, the shard order, the process count or a resume; the loss from the cache equals,
+its neighbours, so neither the process count nor a resume changes a byte; the loss from the cache equals,
 bit for bit, the loss from such a forward. Against the live teacher on a dynamically padded
 training batch it differs by that batch's own rounding (measured in docs/distill.md).
 """
