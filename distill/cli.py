@@ -9,6 +9,8 @@
     distill prune --config configs/squad-cpu/prune.yaml prune.strategy=gain output_dir=out/prune
     distill finetune --config configs/squad-cpu/teacher.yaml data.train=train.json data.dev=dev.json
     distill eval --model out/squad-teacher/best --task squad --data dev-v2.0.json
+    distill cache-teacher --teacher out/teacher/best --corpus corpora/sst2 --output corpora/sst2-teacher
+    distill task --step prediction --config configs/sst2-task.yaml data.teacher_cache=corpora/sst2-teacher
 
 Every training command takes ``--config FILE`` and ``KEY=VALUE`` overrides (``train.lr=1e-4``);
 unknown keys are errors. ``--resume`` continues from the newest checkpoint in ``output_dir``.
@@ -122,6 +124,60 @@ def eval_(model_path, task_name, data, split, batch_size, max_seq_length, device
     except (CorpusError, ModelError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps(result))
+
+
+@main.command(name="cache-teacher")
+@click.option("--teacher", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The fine-tuned teacher directory (classification or QA head) of the runs the cache serves.")
+@click.option("--corpus", required=True, type=click.Path(exists=True),
+              help="A corpus directory; for squad also a SQuAD JSON file (written as a corpus under OUTPUT/corpus).")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="The cache directory to write.")
+@click.option("--max-seq-length", type=int, default=None,
+              help="As data.max_seq_length of the runs (default 128, 384 for squad).")
+@click.option("--doc-stride", type=int, default=128, show_default=True, help="squad: as data.doc_stride.")
+@click.option("--max-query-length", type=int, default=64, show_default=True, help="squad: as data.max_query_length.")
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Rows (squad: windows) per teacher forward; changes only float rounding.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Default: cuda when available.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="The teacher's precision (bfloat16: autocast, as train.precision=bf16) and the stored outputs'.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def cache_teacher(teacher, corpus, output, max_seq_length, doc_stride, max_query_length, batch_size, device, dtype,
+                  progress) -> None:
+    """Run the teacher once over a corpus and store its prediction-layer outputs (GLUE logits, SQuAD
+    start/end logits per window) beside it, for `distill task --step prediction data.teacher_cache=OUTPUT`.
+    Resumable by shard; under `torchrun --nproc_per_node N` the processes share the shards."""
+    import os
+
+    from distill.models import ModelError
+    from distill.shards import CorpusError
+    from distill.teacher_cache import build
+
+    rank, world, barrier = 0, 1, (lambda: None)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: one process per device, shards split
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device != "cpu" and torch.cuda.is_available() else "gloo")
+        rank, world, barrier = dist.get_rank(), dist.get_world_size(), dist.barrier
+        if device != "cpu" and torch.cuda.is_available():
+            device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    try:
+        manifest = build(teacher, corpus, output, max_seq_length, doc_stride, max_query_length, batch_size, device,
+                         dtype, rank, world, barrier, progress)
+    except (CorpusError, ModelError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if rank == 0:  # "built": the shards this process computed
+        click.echo(json.dumps({"output": output, "task": manifest["task"], "rows": manifest["rows"],
+                               "shards": len(manifest["shards"]), "built": manifest["built"],
+                               "bytes": manifest["bytes"], "bytes_per_row": manifest["bytes_per_row"],
+                               "fill_fraction": round(manifest["fill_fraction"], 3),
+                               "seconds": round(manifest["seconds"], 2)}))
 
 
 @main.command(name="shard-text")

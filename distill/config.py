@@ -39,7 +39,9 @@ class DataConfig:
     GLUE TSV, a GLUE task directory (``dev.tsv`` inside) or a corpus directory; for squad a SQuAD JSON
     file or corpus. original_only: train on aug_index 0 rows only. max_seq_length: null = 128, or
     384 for squad. doc_stride (tokens shared by consecutive context windows) and max_query_length:
-    squad only."""
+    squad only. teacher_cache: a directory written by ``distill cache-teacher`` for this teacher,
+    corpus and windows; the prediction step then reads the teacher's outputs from it instead of
+    running the teacher (``distill.teacher_cache``)."""
 
     train: str | None = None
     dev: str | None = None
@@ -51,6 +53,7 @@ class DataConfig:
     chunk_rows: int = 1024
     num_workers: int = 0
     pad_to_multiple_of: int | None = None
+    teacher_cache: str | None = None
 
 
 @dataclass
@@ -322,6 +325,9 @@ def validate(cfg: Config) -> None:
         need(getattr(cfg.distill, key) >= 0, f"distill.{key} must be >= 0, got {getattr(cfg.distill, key)}")
     if cfg.stage == "prune":
         _validate_prune(cfg, need)
+    need(d.teacher_cache is None or (cfg.stage == "task" and cfg.step == "prediction"),
+         f"data.teacher_cache holds prediction-layer outputs: it serves `distill task --step prediction` only, "
+         f"not stage {cfg.stage}" + (f" step {cfg.step}" if cfg.step else ""))
     if cfg.task is not None and _task_kind(cfg.task) == "qa":
         room = d.max_seq_length - d.max_query_length - 3
         need(d.doc_stride < room, f"data.doc_stride {d.doc_stride} must be < data.max_seq_length - "

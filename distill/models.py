@@ -63,6 +63,23 @@ def load_model(path: str, head: str = "base", num_labels: int | None = None, reg
     return model
 
 
+def load_architecture(path: str, head: str = "base") -> nn.Module:
+    """A model's architecture on the meta device, from its config alone: no weights are read and no
+    memory is taken, yet its head, vocabulary and widths can be checked as a loaded model's would.
+    (A teacher whose outputs come from ``data.teacher_cache``.) Raises ``ModelError`` as ``load_model``."""
+    from transformers import AutoConfig
+
+    cls = _auto_class(head)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except OSError as e:
+        raise ModelError(f"cannot load model {path!r}: {e}") from None
+    with torch.device("meta"):
+        model = cls.from_config(config)
+    check_layout(model)
+    return model
+
+
 def student_config(spec: str, teacher_config, num_labels: int | None = None, regression: bool = False):
     """The config of a new student: a preset name, or a path to a config.json / model directory.
 

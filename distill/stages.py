@@ -7,7 +7,8 @@
   intermediate layers only.
 - ``task --step prediction``: soft cross-entropy against the teacher's logits at a temperature
   (MSE for regression; for SQuAD over the start and end logits of each window), plus optionally
-  the gold-label loss.
+  the gold-label loss. With ``data.teacher_cache`` the logits come with each batch
+  (``distill.teacher_cache``) and the teacher's weights are never loaded.
 
 Each stage is a small ``nn.Module`` whose ``forward(batch, targets)`` returns every unweighted term
 and the weighted ``loss``; the teacher stays outside it (frozen, run under ``no_grad``), so the
@@ -27,8 +28,13 @@ from torch import nn
 from distill import losses
 from distill.config import Config
 from distill.mapping import build_mapping, validate_mapping
-from distill.models import Features, ModelError, Projector, build_student, features, load_model
-from distill.pruning import PRUNING_FILE, Gates, Lagrangian, l0_density
+from distill.models import (Features, ModelError, Projector, build_student, features, load_architecture,
+                           load_model)
+from distill.pruning import PRUNING_FILE, Gates, Lagrangian, l0_density, mask_gates, read_mask
+
+#: The batch key under which a teacher cache's collator hands over the teacher's outputs
+#: (``data.teacher_cache``, ``distill.teacher_cache``): (B, C) logits, or (W, 2, T) span logits for QA.
+TEACHER_TARGETS = "teacher_targets"
 
 
 class FinetuneLoss(nn.Module):
@@ -206,7 +212,8 @@ def build(cfg: Config) -> StageParts:
     head = "base" if cfg.stage == "general" else "qa" if task.kind == "qa" else "classification"
     if cfg.stage == "prune":
         return _l0_prune(cfg, task, head, regression)
-    teacher = load_model(cfg.model.teacher, head)
+    cached = cfg.data.teacher_cache is not None  # the teacher's outputs come with each batch
+    teacher = load_architecture(cfg.model.teacher, head) if cached else load_model(cfg.model.teacher, head)
     if head != "base":
         trained_head(teacher, head, cfg.model.teacher)
     if head == "classification":
@@ -222,6 +229,8 @@ def build(cfg: Config) -> StageParts:
     if cfg.stage == "task" and cfg.step == "prediction":
         validate_mapping([], student.config, teacher.config)  # vocabulary check
         module, targets = _prediction(student, teacher, head == "qa", regression, cfg.distill)
+        if cached:  # the teacher never runs: its outputs are read from the cache with the batch
+            teacher, targets = None, _cached_targets
         if gates is not None:
             module.gates = gates  # moves to the device with the module
         return StageParts(module, student, teacher, targets, task, True, False)
@@ -256,13 +265,16 @@ def _prediction(student: nn.Module, teacher: nn.Module, qa: bool, regression: bo
             lambda batch: features(teacher, batch, need_hidden=False).logits)
 
 
+def _cached_targets(batch: dict) -> torch.Tensor:
+    """The teacher's outputs that ``distill.teacher_cache.TargetCollator`` put in the batch."""
+    return batch.pop(TEACHER_TARGETS)
+
+
 def _keep_pruned(model: nn.Module, cfg: Config, spec: str):
     """A model saved by ``distill prune`` (``pruning.json`` beside it) trains with its pruned heads
     and units held shut by fixed gates, and is saved pruned again: as a student in the prediction
     step (recovery by distillation) or as the model of ``distill finetune`` (recovery on gold
     labels). Returns the gates or None."""
-    from distill.pruning import mask_gates, read_mask
-
     mask = read_mask(spec) if os.path.isdir(spec) else None
     if mask is None:
         return None

@@ -257,6 +257,12 @@ class Recipe:
         task = self.parts.task
         self.corpus = open_corpus(train_corpus(cfg, task, self.is_main, self.world),
                                   task if cfg.stage != "general" else None, cfg.data.original_only)
+        cache = None
+        if cfg.data.teacher_cache is not None:  # the teacher's outputs stream beside the rows
+            from distill.teacher_cache import TeacherCache
+
+            cache = TeacherCache.open(cfg.data.teacher_cache)
+            self.corpus = cache.attach(self.corpus, cfg, task)  # refuses a cache that does not match
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.teacher)
         needs_labels = cfg.stage == "finetune" or (cfg.stage in ("task", "prune")
                                                     and cfg.distill.hard_label_weight > 0)
@@ -293,7 +299,8 @@ class Recipe:
         if checkpoint:
             self._load_checkpoint(checkpoint)
         stream.set_position(self.batches_drawn)
-        self.loader = loader(stream, self.collator, t.batch_size, cfg.data.num_workers)
+        collate = self.collator if cache is None else cache.collator(self.collator)
+        self.loader = loader(stream, collate, t.batch_size, cfg.data.num_workers)
         self._open_logs(resume=checkpoint is not None)
 
     def _check_same_config(self, checkpoint: str) -> None:
