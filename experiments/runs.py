@@ -41,6 +41,15 @@ def stage(out: str, command: list[str], config: str, done: str = "final", **over
     return out
 
 
+def teacher_cache(teacher: str, corpus: str, output: str, *flags: str) -> str:
+    """``distill cache-teacher`` of ``teacher`` over ``corpus`` into ``output`` unless it holds a
+    complete cache (``manifest.json``); an interrupted build resumes by shard. ``flags``: the
+    windows of the runs it serves (``--max-seq-length 64``, ...). Returns ``output``."""
+    if not os.path.exists(os.path.join(output, "manifest.json")):
+        distill("cache-teacher", "--teacher", teacher, "--corpus", corpus, "--output", output, *flags)
+    return output
+
+
 def size_info(model_dir: str) -> dict:
     """Parameters stored in ``model.safetensors`` (a pruned model's zeros included) and its size."""
     from safetensors import safe_open

@@ -18,8 +18,10 @@
    once compacted; CPU latency at batch 1 x 384 tokens, all models side by side (interleaved) ->
    OUT/results.json, results.md, curve.png (F1 against speed-up), heads.png (heads kept per layer).
 
-Every stage resumes when rerun (finished stages are skipped); OUT/timings.json keeps each stage's
-wall time across reruns.
+Recovery by distillation reads the teacher's start/end logits from a cache built once per corpus
+(``distill cache-teacher``: OUT/teacher-cache-fit, -aug) instead of running the teacher at every
+step. Every stage resumes when rerun (finished stages are skipped); OUT/timings.json keeps each
+stage's wall time across reruns.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runs import ROOT, median_ms, sh, stage  # noqa: E402
+from runs import ROOT, median_ms, sh, stage, teacher_cache  # noqa: E402
 
 from augment.assets import asset  # noqa: E402
 
@@ -254,6 +256,11 @@ def main(argv=None) -> dict:
                                            **({"train.max_steps": args.teacher_steps} if args.teacher_steps else {})}),
                            "final")
     recover_steps = {"train.max_steps": args.recover_steps} if args.recover_steps else {}
+    windows = ("--max-seq-length", "384", "--doc-stride", "128", "--max-query-length", "64")  # the configs'
+
+    def cache(corpus: str, name: str) -> str:
+        """The teacher's start/end logits over ``corpus``, once for every distillation from it."""
+        return timings.run(name, teacher_cache, teacher, corpus, os.path.join(out, name), *windows)
 
     def l0(level: float) -> str:
         name = f"l0-{round(100 * level)}"
@@ -266,6 +273,9 @@ def main(argv=None) -> dict:
     def recover(name: str, pruned: str, data: str, finetune: bool = False, **extra) -> str:
         command = ["finetune"] if finetune else ["task", "--step", "prediction"]
         models = {"model.teacher": pruned} if finetune else {"model.teacher": teacher, "model.student": pruned}
+        if not finetune:
+            extra = {"data.teacher_cache": cache(data, "teacher-cache-fit" if data == fit else "teacher-cache-aug"),
+                     **extra}
         return os.path.join(timings.run(name, stage, os.path.join(out, name), command, "squad-cpu/recover.yaml",
                                         **{**models, "data.train": data, **recover_steps, **extra}), "final")
 

@@ -9,7 +9,8 @@
 3. teacher: the MiniLM encoder fine-tuned on the corpus originals (configs/sst2-cpu/teacher.yaml);
 4. general distillation MiniLM -> TinyBERT-4 on WikiText-2 (general.yaml);
 5. task distillation (intermediate.yaml, then prediction.yaml) on the augmented corpus, and on its
-   originals only with the same number of steps (the un-augmented baseline);
+   originals only with the same number of steps (the un-augmented baseline); both prediction steps
+   read the teacher's logits from one cache of the corpus (distill cache-teacher, OUT/teacher-cache);
 6. dev accuracy, retention (student / teacher), size and CPU latency -> OUT/results.md + .json.
 
 Every stage resumes when rerun (finished stages are skipped). Dev is GLUE SST-2 dev (the checkpoint
@@ -25,7 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runs import distill, sh, size_info, stage  # noqa: E402
+from runs import distill, sh, size_info, stage, teacher_cache  # noqa: E402
 
 from augment.assets import asset  # noqa: E402
 
@@ -34,7 +35,7 @@ def latency_ms(model_dir: str, sentences: list[str], threads: int = 1) -> float:
     """Median CPU milliseconds per sentence at batch size 1 (``threads`` intra-op threads)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from runs import median_ms
+    from runs import teacher_cache, median_ms
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
@@ -95,6 +96,10 @@ def main(argv=None) -> dict:
 
     total = open_corpus(corpus, get_task("sst2")).total
     steps = args.task_steps or math.ceil(total / 32)
+    # the teacher's logits over the corpus, once, for both prediction steps (the intermediate
+    # step matches hidden states and attention, which are not cached)
+    cache = teacher_cache(os.path.join(teacher, "best"), corpus, os.path.join(out, "teacher-cache"),
+                          "--max-seq-length", "64")
     results = {}
     for name, original_only in (("augmented", False), ("no-augmentation", True)):
         common = {"model.teacher": os.path.join(teacher, "best"), "data.train": corpus,
@@ -102,8 +107,8 @@ def main(argv=None) -> dict:
         inter = stage(os.path.join(out, f"{name}-intermediate"), ["task", "--step", "intermediate"],
                       "sst2-cpu/intermediate.yaml", **common, **{"model.student": os.path.join(general, "final")})
         pred = stage(os.path.join(out, f"{name}-prediction"), ["task", "--step", "prediction"],
-                     "sst2-cpu/prediction.yaml",
-                     **common, **every, **{"model.student": os.path.join(inter, "final"), "data.dev": dev})
+                     "sst2-cpu/prediction.yaml", **common, **every, **{
+                         "model.student": os.path.join(inter, "final"), "data.dev": dev, "data.teacher_cache": cache})
         results[name] = os.path.join(pred, "best")
 
     from distill.glue import read_tsv
