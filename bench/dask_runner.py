@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from augment.assets import asset  # noqa: E402
+from bench.inputs import add_corpus_inputs, resolve_corpus_inputs  # noqa: E402
 from pipelines.dask_cluster import DASK_RUNNER, LoopbackCluster  # noqa: E402
 
 FN_API_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -64,13 +64,8 @@ def main() -> None:
     p.add_argument("--n-aug", type=int, default=8)
     p.add_argument("--num-shards", type=int, default=8)
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker process")
-    p.add_argument("--input", default=None, help="SST-2 style TSV (default: the assets' SST-2 train)")
-    p.add_argument("--teacher", default=None)
-    p.add_argument("--glove", default=None)
-    args = p.parse_args()
-    args.input = args.input or str(asset("glue", "SST-2", "train.tsv"))
-    args.teacher = args.teacher or str(asset("models", "minilm-l6-mlm"))
-    args.glove = args.glove or str(asset("glove", "glove.6B.50d.top100k.txt"))
+    add_corpus_inputs(p)
+    args = resolve_corpus_inputs(p.parse_args())
     logging.basicConfig(level=logging.WARNING, force=True)
 
     results = {"max_records": args.max_records, "n_aug": args.n_aug, "cpu_count": os.cpu_count(),

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from augment.assets import asset  # noqa: E402
+from bench.inputs import add_corpus_inputs, resolve_corpus_inputs  # noqa: E402
 from pipelines.transforms import RECORDS_PER_BATCH  # noqa: E402
 
 
@@ -78,13 +78,8 @@ def main() -> None:
     p.add_argument("--records-per-batch", type=int, default=RECORDS_PER_BATCH)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--workers", default="1,2", help="comma-separated DirectRunner worker counts")
-    p.add_argument("--input", default=None, help="SST-2 style TSV (default: the assets' SST-2 train)")
-    p.add_argument("--teacher", default=None)
-    p.add_argument("--glove", default=None)
-    args = p.parse_args()
-    args.input = args.input or str(asset("glue", "SST-2", "train.tsv"))
-    args.teacher = args.teacher or str(asset("models", "minilm-l6-mlm"))
-    args.glove = args.glove or str(asset("glove", "glove.6B.50d.top100k.txt"))
+    add_corpus_inputs(p)
+    args = resolve_corpus_inputs(p.parse_args())
     logging.basicConfig(level=logging.WARNING, force=True)
 
     texts = read_texts(args.input, args.texts)
