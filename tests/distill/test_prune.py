@@ -233,3 +233,23 @@ def test_finetuning_a_pruned_model_keeps_it_pruned(tmp_path, qa_teacher_dir, squ
         key = f"bert.encoder.layer.{l}.intermediate.dense.weight"
         assert after[key][~mask.ffn[l]].abs().max() == 0
         assert not torch.equal(after[key][mask.ffn[l]], before[key][mask.ffn[l]])
+
+
+def test_l0_with_targets_resumes_exactly(tmp_path, monkeypatch, qa_teacher_dir, squad_train_json):
+    """The multipliers and the targets' schedule are part of the checkpoint: a killed run resumed
+    ends with the gates and multipliers of an uninterrupted one, bit for bit."""
+    from safetensors.torch import load_file
+
+    extra = {**WINDOWS, "model.teacher": qa_teacher_dir, "data.train": squad_train_json, "prune.strategy": "l0",
+             "prune.target_heads": 0.5, "prune.target_ffn": 0.5, "optim.lr": 0.1, "optim.warmup_ratio": 0.0,
+             "train.max_steps": 6, "train.save_every": 2, "train.batch_size": 2}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    run_cli("prune", *common(full, **extra))
+    kill_then_resume(monkeypatch, ["prune", *common(killed, **extra)], killed, killed_after_step=4)
+    for name in ("gates", "lagrangian"):
+        a = load_file(full / "checkpoints" / "step-000006" / f"{name}.safetensors")
+        b = load_file(killed / "checkpoints" / "step-000006" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    lagrangian = load_file(full / "checkpoints" / "step-000006" / "lagrangian.safetensors")
+    assert int(lagrangian["calls"]) == 6 and lagrangian["lambda1"].abs().sum() > 0  # the multipliers moved
+    assert torch.equal(read_mask(str(full / "pruned")).heads, read_mask(str(killed / "pruned")).heads)
