@@ -66,8 +66,10 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     for name, r in rows.items():
         for key in ("f1", "f1_tuned", "hasans_f1_forced", "null_baseline_f1", "speedup", "parameters"):
             assert key in r, (name, key)
-        if name != "teacher (MiniLM-L6 fine-tuned)":
-            assert r["parameters"] < teacher["parameters"] - 3e6, name  # heads and FFN units gone
+        if name.startswith("gain"):
+            assert r["parameters"] < teacher["parameters"] - 3e6, name  # half the heads and FFN units gone
+        elif name != "teacher (MiniLM-L6 fine-tuned)":  # 2 l0 steps: the targets are far, a few gates close
+            assert r["parameters"] < teacher["parameters"] and 0.5 < r["reached_heads"] <= 1, name
     assert summary["tune"] == {"articles": 1, "questions": 6} and summary["fit_questions"] == 8
     assert rows["l0 50%, pruned"]["target_heads"] == 0.5 and "reached_heads" in rows["l0 50%, pruned"]
     assert (tmp_path / "out" / "curve.png").stat().st_size > 0 and (tmp_path / "out" / "heads.png").exists()
