@@ -89,10 +89,11 @@ def _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc
     tune_rows = None
     if tune_data is not None:
         tune_rows = read_examples(tune_data, task)
-        shared = {r["id"] for r in rows} & {r["id"] for r in tune_rows}
+        # the same question on the same context, whatever its id says
+        shared = {(r["question"], r["context"]) for r in rows} & {(r["question"], r["context"]) for r in tune_rows}
         if shared:
             raise ValueError(f"tune_data {tune_data} shares {len(shared)} questions with {data} (e.g. "
-                             f"{sorted(shared)[0]!r}); a threshold tuned on the scored questions is not a result")
+                             f"{sorted(shared)[0][0]!r}); a threshold tuned on the scored questions is not a result")
     collator = QACollator(AutoTokenizer.from_pretrained(model_path), max_seq_length, doc_stride, max_query_length)
     start = time.perf_counter()
     result = evaluate_qa(model, rows, collator, batch_size, dev, null_threshold, tune_rows)

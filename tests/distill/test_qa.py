@@ -336,3 +336,13 @@ def test_squad_resume_ends_where_an_uninterrupted_run_would(tmp_path, monkeypatc
                      killed_after_step=2)
     a, b = load_file(full / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_eval_tunes_the_null_threshold_on_other_questions_only(qa_teacher_dir, squad_train_json, squad_dev_json):
+    args = ["eval", "--model", qa_teacher_dir, "--task", "squad", "--data", squad_dev_json,
+            "--max-seq-length", 24, "--doc-stride", 4, "--max-query-length", 12]
+    result = json.loads(run_cli(*args, "--tune-data", squad_train_json).stdout)
+    assert {"f1", "f1_tuned", "null_threshold", "hasans_f1_forced", "null_baseline_f1"} <= set(result)
+    assert result["null_baseline_f1"] == pytest.approx(100 * result["NoAns_total"] / result["total"])
+    refused = run_cli(*args, "--tune-data", squad_dev_json, ok=False)
+    assert refused.exit_code == 1 and "shares" in refused.output and "not a result" in refused.output
