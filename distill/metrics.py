@@ -127,13 +127,8 @@ def squad(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[st
     """
     if len(predictions) != len(golds):
         raise ValueError(f"{len(predictions)} predictions for {len(golds)} questions")
-    em, f1, has = [], [], []
-    for pred, answers in zip(predictions, golds):
-        answers = [a for a in answers if normalize_answer(a)] or [""]
-        has.append(answers != [""])
-        em.append(max(exact_match(pred, a) for a in answers))
-        f1.append(max(f1_score(pred, a) for a in answers))
-    em, f1, has = np.array(em, float), np.array(f1, float), np.array(has, bool)
+    em, _, has = _question_scores(predictions, golds, exact_match)
+    f1, _, _ = _question_scores(predictions, golds, f1_score)
 
     def pct(x: np.ndarray) -> float:
         return float(100 * x.mean()) if len(x) else 0.0
@@ -152,7 +147,9 @@ def squad(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[st
 
 def _question_scores(spans: Sequence[str], golds: Sequence[Sequence[str]], metric) -> tuple[np.ndarray, np.ndarray,
                                                                                               np.ndarray]:
-    """Per question: the score of answering with its span, of abstaining, and whether it has an answer."""
+    """Per question (E,): ``metric`` of answering with its span (max over its gold answers), of
+    abstaining, and whether it has an answer. Gold answers that normalise to "" are dropped; a
+    question left with none is unanswerable (its only gold answer is "")."""
     if len(spans) != len(golds):
         raise ValueError(f"{len(spans)} spans for {len(golds)} questions")
     answered, abstained, has = [], [], []
@@ -196,10 +193,10 @@ def best_null_threshold(spans: Sequence[str], null_diff: Sequence[float], golds:
 
 
 def squad_v2_report(spans: Sequence[str], null_diff: Sequence[float], golds: Sequence[Sequence[str]],
-                    tuned_threshold: float | None = None) -> dict[str, float]:
+                    tuned_threshold: float | None = None, threshold: float = 0.0) -> dict[str, float]:
     """The honest SQuAD 2.0 figures of one model on one split:
 
-    - ``exact``/``f1`` (and HasAns/NoAns splits): the official metrics at null threshold 0;
+    - ``exact``/``f1`` (and HasAns/NoAns splits): the official metrics at null ``threshold`` (0);
     - ``f1_tuned``/``exact_tuned``: at ``tuned_threshold``, chosen on *other* questions
       (``null_threshold``: that threshold, None for -inf = abstain everywhere);
     - ``hasans_f1_forced``/``hasans_exact_forced``: answerable questions, always answered with the best
@@ -210,7 +207,7 @@ def squad_v2_report(spans: Sequence[str], null_diff: Sequence[float], golds: Seq
     """
     diff = np.asarray(null_diff, float)
     at = lambda t: [s if d <= t else "" for s, d in zip(spans, diff)]  # noqa: E731
-    out = squad(at(0.0), golds)
+    out = squad(at(threshold), golds)
     f1s, abstained, has = _question_scores(spans, golds, f1_score)
     ems, _, _ = _question_scores(spans, golds, exact_match)
     pct = lambda x: float(100 * x.mean()) if len(x) else 0.0  # noqa: E731

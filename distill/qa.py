@@ -304,9 +304,8 @@ def evaluate_qa(model, rows: Sequence[dict], collator: QACollator, batch_size: i
     if tune_rows is not None:
         tune_spans, tune_diff, _ = predict_spans(model, tune_rows, collator, batch_size, device)
         tuned, _ = best_null_threshold(tune_spans, tune_diff, [gold_answers(r) for r in tune_rows])
-    out = squad([s if d <= null_threshold else "" for s, d in zip(spans, null_diff)], golds)
-    report = squad_v2_report(spans, null_diff, golds, tuned)
-    return report | out | {"threshold": null_threshold, "windows": windows}
+    report = squad_v2_report(spans, null_diff, golds, tuned, threshold=null_threshold)
+    return report | {"threshold": null_threshold, "windows": windows}
 
 
 def json_to_corpus_dir(output_dir: str) -> str:
