@@ -41,7 +41,8 @@ class DataConfig:
     384 for squad. doc_stride (tokens shared by consecutive context windows) and max_query_length:
     squad only. teacher_cache: a directory written by ``distill cache-teacher`` for this teacher,
     corpus and windows; the prediction step then reads the teacher's outputs from it instead of
-    running the teacher (``distill.teacher_cache``)."""
+    running the teacher (``distill.teacher_cache``). group_by_length: N > 0 sorts each run of N
+    training batches by text length before batching (less padding; ``distill.data``), 0 = off."""
 
     train: str | None = None
     dev: str | None = None
@@ -54,6 +55,7 @@ class DataConfig:
     num_workers: int = 0
     pad_to_multiple_of: int | None = None
     teacher_cache: str | None = None
+    group_by_length: int = 0
 
 
 @dataclass
@@ -311,6 +313,7 @@ def validate(cfg: Config) -> None:
         need(value >= 1, f"{key} must be >= 1, got {value}")
     for key, value in [("train.eval_every", t.eval_every), ("train.save_every", t.save_every),
                        ("data.num_workers", d.num_workers), ("data.shuffle_buffer", d.shuffle_buffer),
+                       ("data.group_by_length", d.group_by_length),
                        ("optim.weight_decay", o.weight_decay), ("data.doc_stride", d.doc_stride)]:
         need(value >= 0, f"{key} must be >= 0, got {value}")
     need(t.max_steps is None or t.max_steps >= 1, f"train.max_steps must be >= 1, got {t.max_steps}")

@@ -10,7 +10,12 @@ the corpus stays on disk (memory-mapped Arrow, or any fsspec path) and is stream
 3. A consumer draws *positions* in its range through a shuffle buffer of ``buffer_size`` ints and
    reads a chunk only when one of its rows is first needed; a chunk is dropped once all its rows
    have been emitted. Memory is O(buffer + open chunks), whatever the corpus size.
-4. The stream is endless (epoch after epoch); the trainer counts steps. The data position of a run
+4. Optionally (``group_by_length`` > 0, as Hugging Face's ``group_by_length``), a consumer's rows
+   are taken ``group_by_length`` batches at a time; each such pool is sorted by text length, cut
+   into batches, and the full batches are shuffled with ``(seed, epoch, consumer, pool)``. Rows of
+   similar length then share a batch, so padding wastes little (SQuAD windows: ~1.8x fewer tokens
+   per step); the order stays random across pools and deterministic.
+5. The stream is endless (epoch after epoch); the trainer counts steps. The data position of a run
    is just the number of batches it has drawn: on resume each consumer skips its share of them,
    in positions only (no I/O, no tokenisation), and continues where it left off.
 
@@ -20,6 +25,7 @@ longest row.
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -95,6 +101,22 @@ def consumer_length(total: int, consumer: int, n_consumers: int) -> int:
     return (consumer + 1) * total // n_consumers - consumer * total // n_consumers
 
 
+def text_length(row: dict) -> int:
+    """Characters of a row's text fields (every string but ``id``): the sort key of length grouping."""
+    return sum(len(v) for k, v in row.items() if k != "id" and isinstance(v, str))
+
+
+def length_grouped(rows: Sequence[dict], batch_size: int, rng: np.random.Generator) -> list[dict]:
+    """``rows`` reordered so that consecutive runs of ``batch_size`` rows have similar lengths:
+    sorted longest first (ties by position), cut into batches, the full batches shuffled with ``rng``
+    and any short remainder kept last (so the loader's batches stay aligned with these)."""
+    order = sorted(range(len(rows)), key=lambda i: (-text_length(rows[i]), i))
+    full = len(order) // batch_size
+    batches = [order[b * batch_size:(b + 1) * batch_size] for b in range(full)]
+    shuffled = [batches[b] for b in rng.permutation(full)] if full else []
+    return [rows[i] for batch in shuffled for i in batch] + [rows[i] for i in order[full * batch_size:]]
+
+
 def skipped_batches(batches_drawn: int, worker: int, num_workers: int) -> int:
     """Batches worker ``worker`` has produced after the loader drew ``batches_drawn`` (round robin)."""
     return max(0, (batches_drawn - worker + num_workers - 1) // num_workers)
@@ -110,13 +132,14 @@ class ShardStream(IterableDataset):
         seed, shuffle, buffer_size, chunk_rows: the shuffle (see the module docstring).
         rank, world_size: this DDP process.
         batch_size: rows per batch a worker makes (to convert batches drawn into rows to skip).
+        group_by_length: batches per length-sorted pool (0: off; see the module docstring).
         cache_tables: how many opened shards to keep (memory-mapped when local).
     """
 
     def __init__(self, paths: Sequence[str], rows: Sequence[int], columns: Sequence[str],
                  selections: Sequence[np.ndarray | None] | None = None, *, seed: int = 0, shuffle: bool = True,
                  buffer_size: int = 10_000, chunk_rows: int = 1024, rank: int = 0, world_size: int = 1,
-                 batch_size: int = 1, cache_tables: int = 2):
+                 batch_size: int = 1, cache_tables: int = 2, group_by_length: int = 0):
         if len(paths) != len(rows):
             raise ValueError(f"{len(paths)} paths but {len(rows)} row counts")
         if not 0 <= rank < world_size:
@@ -126,6 +149,9 @@ class ShardStream(IterableDataset):
         self.seed, self.shuffle, self.buffer_size = seed, shuffle, buffer_size
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.cache_tables = cache_tables
+        if group_by_length < 0:
+            raise ValueError(f"group_by_length must be >= 0, got {group_by_length}")
+        self.group_by_length = group_by_length
         self.chunks = make_chunks(self.rows, chunk_rows)
         self.total = sum(self.rows)
         self.batches_drawn = 0  # the data position to resume from
@@ -158,6 +184,20 @@ class ShardStream(IterableDataset):
 
     def iter_epoch(self, epoch: int, consumer: int = 0, n_consumers: int = 1, skip: int = 0) -> Iterator[dict]:
         """One consumer's rows for one epoch, after skipping the first ``skip``."""
+        if not self.group_by_length:
+            yield from self._shuffled_rows(epoch, consumer, n_consumers, skip)
+            return
+        pool_rows = self.group_by_length * self.batch_size
+        first = skip // pool_rows  # pools before it are skipped in positions only; it is read whole
+        rows = self._shuffled_rows(epoch, consumer, n_consumers, first * pool_rows)
+        for pool in itertools.count(first):
+            part = list(itertools.islice(rows, pool_rows))
+            if not part:
+                return
+            rng = np.random.default_rng([self.seed, epoch, consumer, 2, pool])
+            yield from length_grouped(part, self.batch_size, rng)[max(0, skip - pool * pool_rows):]
+
+    def _shuffled_rows(self, epoch: int, consumer: int, n_consumers: int, skip: int) -> Iterator[dict]:
         pieces = consumer_pieces(epoch_order(self.chunks, self.seed, epoch, self.shuffle), consumer, n_consumers)
         starts = np.cumsum([0] + [b - a for _, a, b in pieces]).tolist()
         remaining = [b - a for _, a, b in pieces]

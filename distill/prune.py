@@ -65,7 +65,7 @@ def run(cfg: Config) -> dict:
     elif p.strategy == "gain":
         corpus = open_corpus(train_corpus(cfg, task), task, cfg.data.original_only)
         stream = corpus.stream(seed=cfg.train.seed, shuffle=True, buffer_size=cfg.data.shuffle_buffer,
-                               chunk_rows=cfg.data.chunk_rows)
+                               chunk_rows=cfg.data.chunk_rows, group_by_length=cfg.data.group_by_length)
         batches = loader(stream, make_collator(cfg, tokenizer, task, with_labels=True), cfg.train.batch_size,
                          cfg.data.num_workers)
         on_device = ({k: v.to(device) for k, v in b.items()} for b in itertools.islice(batches, p.gain_batches))

@@ -295,7 +295,8 @@ class Recipe:
                          if t.precision in DTYPES else nullcontext())
 
         stream = self.corpus.stream(seed=t.seed, shuffle=True, buffer_size=cfg.data.shuffle_buffer,
-                                    chunk_rows=cfg.data.chunk_rows, rank=self.rank, world_size=self.world)
+                                    chunk_rows=cfg.data.chunk_rows, rank=self.rank, world_size=self.world,
+                                    group_by_length=cfg.data.group_by_length)
         if checkpoint:
             self._load_checkpoint(checkpoint)
         stream.set_position(self.batches_drawn)

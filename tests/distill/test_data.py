@@ -6,8 +6,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from distill.data import (Collator, buffered_positions, consumer_pieces, loader, make_chunks,
-                          open_corpus, skipped_batches)
+from distill.data import (Collator, buffered_positions, consumer_pieces, length_grouped, loader, make_chunks,
+                          open_corpus, skipped_batches, text_length)
 from distill.shards import CorpusError, read_manifest
 from pipelines.tasks import get_task
 from tests.distill.conftest import tiny_tokenizer, write_task_corpus, write_text_corpus
@@ -91,12 +91,13 @@ def test_workers_see_whole_rows_through_the_loader(sst2_corpus):
     assert sorted(got) == sorted(_ids(corpus.stream(shuffle=False).iter_epoch(0)))
 
 
-@pytest.mark.parametrize("workers, drawn", [(0, 7), (2, 7), (2, 30)])  # 30 crosses into the next epoch
-def test_resuming_the_stream_continues_exactly(sst2_corpus, workers, drawn):
+@pytest.mark.parametrize("workers, drawn, group", [(0, 7, 0), (2, 7, 0), (2, 30, 0),  # 30: into the next epoch
+                                                   (0, 7, 3), (0, 9, 3), (2, 7, 3), (2, 30, 3)])  # 9: a pool's start
+def test_resuming_the_stream_continues_exactly(sst2_corpus, workers, drawn, group):
     corpus = open_corpus(str(sst2_corpus), SST2)
 
     def batches(position, n):
-        stream = corpus.stream(seed=5, buffer_size=8, chunk_rows=10, batch_size=4)
+        stream = corpus.stream(seed=5, buffer_size=8, chunk_rows=10, batch_size=4, group_by_length=group)
         stream.set_position(position)
         dl = torch.utils.data.DataLoader(stream, batch_size=4, num_workers=workers, collate_fn=_ids)
         it = iter(dl)
@@ -104,6 +105,46 @@ def test_resuming_the_stream_continues_exactly(sst2_corpus, workers, drawn):
 
     full = batches(0, drawn + 5)
     assert batches(drawn, 5) == full[drawn:]
+
+
+def test_length_grouped_by_hand():
+    import numpy as np
+
+    rows = [{"id": f"r{i}", "sentence": "x" * n, "label": 0} for i, n in enumerate([3, 9, 1, 7, 5, 9, 2])]
+    assert text_length({"id": "long id", "question": "ab", "context": "cde", "label": 1}) == 5
+    got = _ids(length_grouped(rows, 2, np.random.default_rng(0)))
+    # longest first, ties by position: r1 r5 | r3 r4 | r0 r6 | r2 (the remainder stays last)
+    batches = {tuple(got[i:i + 2]) for i in range(0, 6, 2)}
+    assert batches == {("r1", "r5"), ("r3", "r4"), ("r0", "r6")} and got[6] == "r2"
+    orders = {tuple(_ids(length_grouped(rows, 2, np.random.default_rng(s)))) for s in range(20)}
+    assert len(orders) > 1  # the batches' order is shuffled, their contents are not
+
+
+def _padded_tokens(batches):
+    return sum(len(b) * max(len(r["sentence"]) for r in b) for b in batches)
+
+
+def test_group_by_length_permutes_each_epoch_and_cuts_padding(sst2_corpus):
+    corpus = open_corpus(str(sst2_corpus), SST2)
+    plain = corpus.stream(seed=3, buffer_size=16, chunk_rows=10, batch_size=4)
+    grouped = corpus.stream(seed=3, buffer_size=16, chunk_rows=10, batch_size=4, group_by_length=5)
+    for epoch in (0, 1):
+        a, b = list(plain.iter_epoch(epoch)), list(grouped.iter_epoch(epoch))
+        assert sorted(_ids(a)) == sorted(_ids(b)) and _ids(a) != _ids(b)
+        # each pool of 20 rows holds the same rows as the plain order's, regrouped
+        for p in range(0, 120, 20):
+            assert sorted(_ids(a[p:p + 20])) == sorted(_ids(b[p:p + 20]))
+            pool = b[p:p + 20]
+            for q in range(0, 20, 4):  # every batch is a run of the pool's sorted lengths
+                lengths = sorted((len(r["sentence"]) for r in pool), reverse=True)
+                batch = sorted((len(r["sentence"]) for r in pool[q:q + 4]), reverse=True)
+                assert any(lengths[k:k + 4] == batch for k in range(0, 20, 4))
+        cut = lambda rows: [rows[i:i + 4] for i in range(0, 120, 4)]  # noqa: E731
+        assert _padded_tokens(cut(b)) < _padded_tokens(cut(a))
+    assert _ids(grouped.iter_epoch(0)) == _ids(
+        corpus.stream(seed=3, buffer_size=16, chunk_rows=10, batch_size=4, group_by_length=5).iter_epoch(0))
+    with pytest.raises(ValueError, match="group_by_length"):
+        corpus.stream(group_by_length=-1)
 
 
 def test_skipped_batches_round_robin():

@@ -109,12 +109,12 @@ def _intermediate_args(out, teacher_dir, student_config_file, sst2_corpus, **ext
         "train.keep_checkpoints": 5, **extra})]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers, group", [(0, 0), (2, 0), (0, 3)])
 def test_resume_ends_where_an_uninterrupted_run_would(tmp_path, monkeypatch, teacher_dir, student_config_file,
-                                                      sst2_corpus, workers):
+                                                      sst2_corpus, workers, group):
     from safetensors.torch import load_file
 
-    extra = {"data.num_workers": workers}
+    extra = {"data.num_workers": workers, "data.group_by_length": group}
     full, killed = tmp_path / "full", tmp_path / "killed"
     run_cli(*_intermediate_args(full, teacher_dir, student_config_file, sst2_corpus, **extra))
 
