@@ -115,7 +115,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         size, sep, path = item.partition("=")
         if not sep or not size.isdigit() or int(size) not in args.sizes:
             p.error(f"--aug-corpus {item!r}: expected SIZE=PATH with SIZE one of --sizes {args.sizes}")
-        corpora[int(size)] = path
+        corpora[int(size)] = os.path.abspath(path)
     args.aug_corpus = corpora
     return args
 
@@ -227,9 +227,9 @@ def main(argv=None) -> dict:
     # 5. the students: small sizes first, so their (cheaper) comparison is done first
     batch = batch_size("sst2-cpu/intermediate.yaml")
     steps = {size: args.task_steps or math.ceil(counts[size]["rows"] / batch) for size in args.sizes}
-    runs: dict[int, dict[str, list[dict]]] = {}
+    students: dict[int, dict[str, list[dict]]] = {}  # size -> condition -> one record per seed
     for size, n_seeds in sorted(zip(args.sizes, args.seeds)):
-        runs[size] = {c: [] for c in CONDITIONS}
+        students[size] = {c: [] for c in CONDITIONS}
         for seed in range(args.first_seed, args.first_seed + n_seeds):
             for condition, original_only in CONDITIONS.items():
                 root = os.path.join(out, "runs", f"n{size}", condition, f"seed-{seed}")
@@ -248,11 +248,12 @@ def main(argv=None) -> dict:
                     for d in (inter, pred):
                         shutil.rmtree(os.path.join(d, "checkpoints"), ignore_errors=True)
                 best, last = dev_accuracy(os.path.join(pred, "best")), dev_accuracy(os.path.join(pred, "final"))
-                runs[size][condition].append({"seed": seed, "accuracy": best["accuracy"], "best_step": best["step"],
-                                              "last_step_accuracy": last["accuracy"], "path": os.path.join(pred, "best")})
+                students[size][condition].append({"seed": seed, "accuracy": best["accuracy"], "best_step": best["step"],
+                                                  "last_step_accuracy": last["accuracy"],
+                                                  "path": os.path.join(pred, "best")})
 
     # 6. the report
-    summary = report(dev_accuracy(teacher)["accuracy"], runs, counts, steps, batch, args, timings.data)
+    summary = report(dev_accuracy(teacher)["accuracy"], students, counts, steps, batch, args, timings.data)
     lines = table(summary)
     summary["plot"] = plot(summary, os.path.join(out, "augmentation.png"))
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
@@ -268,10 +269,10 @@ def main(argv=None) -> dict:
 # The report
 
 
-def report(teacher_acc: float, runs: dict, counts: dict, steps: dict, batch: int, args, timings: dict) -> dict:
+def report(teacher_acc: float, students: dict, counts: dict, steps: dict, batch: int, args, timings: dict) -> dict:
     """results.json: the teacher, per size each condition's seeds and statistics, and the gap."""
     sizes = {}
-    for size, by_condition in runs.items():
+    for size, by_condition in students.items():
         conditions = {}
         for condition, seeds in by_condition.items():
             stats = summarise([r["accuracy"] for r in seeds])
@@ -283,7 +284,7 @@ def report(teacher_acc: float, runs: dict, counts: dict, steps: dict, batch: int
         sizes[str(size)] = {**counts[size], "steps": steps[size], "conditions": conditions,
                             "augmented_minus_no_augmentation": compare(conditions["augmented"],
                                                                        conditions["no-augmentation"])}
-    small, large = str(min(runs)), str(max(runs))
+    small, large = str(min(students)), str(max(students))
     z = sizes[small]["augmented_minus_no_augmentation"]["gap_over_se"]
     targets = {f"augmented_retention_ge_97pct_at_{large}": sizes[large]["conditions"]["augmented"]["retention"] >= 0.97,
                f"augmented_beats_no_augmentation_by_2se_at_{small}": z is not None and z > 2}
