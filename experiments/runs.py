@@ -1,7 +1,8 @@
-"""What the experiment scripts share: running commands and resumable ``distill`` stages, and
-measuring a model's size and CPU latency."""
+"""What the experiment scripts share: running commands and resumable ``distill`` stages, their wall
+times, and measuring a model's size and CPU latency."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -12,6 +13,23 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+class Timings:
+    """Wall seconds per stage in OUT/timings.json, summed over reruns (a resumed stage adds its rest)."""
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, "timings.json")
+        self.data = json.load(open(self.path, encoding="utf-8")) if os.path.exists(self.path) else {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.data[name] = round(self.data.get(name, 0.0) + time.perf_counter() - start, 1)
+            with open(self.path, "w", encoding="utf-8") as f:
+                json.dump(self.data, f, indent=1)
 
 
 def sh(*args: str) -> None:

@@ -30,37 +30,15 @@ import json
 import math
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runs import ROOT, median_ms, sh, stage, teacher_cache  # noqa: E402
+from runs import ROOT, Timings, median_ms, sh, stage, teacher_cache  # noqa: E402
 
 from augment.assets import asset  # noqa: E402
 
 TEACHER = "teacher (MiniLM-L6 fine-tuned)"
 LATENCY_SEQ = 384
-
-
-# --------------------------------------------------------------------------------------------------
-# Bookkeeping
-
-
-class Timings:
-    """Wall seconds per stage in OUT/timings.json, summed over reruns (a resumed stage adds its rest)."""
-
-    def __init__(self, out: str):
-        self.path = os.path.join(out, "timings.json")
-        self.data = json.load(open(self.path, encoding="utf-8")) if os.path.exists(self.path) else {}
-
-    def run(self, name: str, fn, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self.data[name] = round(self.data.get(name, 0.0) + time.perf_counter() - start, 1)
-            with open(self.path, "w", encoding="utf-8") as f:
-                json.dump(self.data, f, indent=1)
 
 
 def split_by_article(path: str, out: str, tune_articles: int) -> tuple[str, str]:

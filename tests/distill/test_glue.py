@@ -36,3 +36,56 @@ def test_text_shards_are_a_corpus_the_builder_can_load(tmp_path):
     ds = load_corpus(str(tmp_path))
     assert ds["text"] == [f"line {i}" for i in range(5)]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def _corpus_rows(root) -> list[dict]:
+    from distill.data import open_corpus
+
+    corpus = open_corpus(str(root), get_task("sst2"))
+    corpus.columns = ["id", "source_id", "aug_index", "sentence", "label"]
+    return sorted(corpus.stream(shuffle=False).iter_epoch(0), key=lambda r: r["id"])
+
+
+def test_a_training_tsv_as_a_corpus_equals_the_builders_without_variants(tmp_path):
+    """``tsv_corpus`` writes what ``pipelines/augment.py --n-aug 0`` writes (rows, ids, schema), and
+    the rows ``read_tsv`` reads, in order."""
+    import pyarrow as pa
+
+    from distill.glue import tsv_corpus
+    from distill.shards import read_manifest
+    from pipelines.corpus import run
+    from tests.pipelines.conftest import SST2_TSV
+    from tests.pipelines.fakes import FakeLoader
+    from tests.pipelines.helpers import cli_args
+
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text(SST2_TSV, encoding="utf-8")
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "model.safetensors").write_bytes(b"not really weights")
+    (teacher / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    glove = tmp_path / "glove.txt"
+    glove.write_text("film 0.1 0.2\n")
+    built = tmp_path / "built"
+    run(cli_args("sst2", str(tsv), built, (str(teacher), str(glove)), "--n-aug", "0"), loader=FakeLoader(0))
+
+    ours = tsv_corpus(str(tsv), str(tmp_path / "ours"), get_task("sst2"), rows_per_shard=2)
+    rows = _corpus_rows(ours)
+    assert rows == _corpus_rows(built) and len(rows) == 5
+    assert rows[0] == {"id": "train-000000-0", "source_id": "train-000000", "aug_index": 0,
+                       "sentence": "a gripping , funny film ", "label": 1}
+    assert [{"sentence": r["sentence"], "label": r["label"]} for r in rows] == read_tsv(str(tsv), get_task("sst2"))
+    m = read_manifest(ours)
+    assert list(m.rows) == [2, 2, 1]
+    schemas = [pa.ipc.open_stream(open(p, "rb")).schema for p in (m.paths()[0], read_manifest(str(built)).paths()[0])]
+    assert schemas[0].equals(schemas[1], check_metadata=True)
+
+
+def test_a_bad_training_row_names_its_line(tmp_path):
+    from distill.glue import tsv_corpus
+
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\ngood film\t1\nbad row\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"train.tsv:3: expected 2 tab-separated columns"):
+        tsv_corpus(str(path), str(tmp_path / "out"), get_task("sst2"))
+    assert not (tmp_path / "out" / "manifest.json").exists()

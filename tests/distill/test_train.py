@@ -209,3 +209,64 @@ def test_autocast_precisions_run(tmp_path, teacher_dir, sst2_corpus, dev_tsv, pr
         "model.teacher": teacher_dir, "model.student": teacher_dir, "data.train": sst2_corpus, "data.dev": dev_tsv,
         "train.max_steps": 2, "train.precision": precision}))
     assert all(r["loss"] == r["loss"] for r in read_log(out) if "loss" in r)  # finite, not NaN
+
+
+def _seeded_start(out, teacher_dir, general_dir, corpus, seed: int, probe: dict) -> dict:
+    """Set up an intermediate run at ``train.seed`` and report what it starts from: its weights,
+    its epoch-0 row order, and the student's hidden states on ``probe`` in eval and in train mode
+    (dropout), computed right after setup as the first training step would be."""
+    from distill.config import load_config
+    from distill.models import features
+    from distill.train import Recipe
+
+    cfg = load_config(None, common(out, task="sst2", **{
+        "model.teacher": teacher_dir, "model.student": general_dir, "data.train": corpus, "train.max_steps": 2,
+        "train.seed": seed}), stage="task", step="intermediate")
+    recipe = Recipe(cfg)
+    try:
+        recipe.setup()
+        model = recipe.parts.model
+        order = [r["id"] for r in recipe.loader.dataset.iter_epoch(0)]
+        first = next(iter(recipe.loader))["input_ids"]
+        with torch.no_grad():
+            still = features(model.eval(), probe).hidden[-1]
+            dropped = features(model.train(), probe).hidden[-1]
+        return {"student": {k: v.clone() for k, v in model.state_dict().items()},
+                "projector": recipe.module.projector.proj.weight.detach().clone(),
+                "teacher": {k: v.clone() for k, v in recipe.parts.teacher.state_dict().items()},
+                "order": order, "first": first, "eval": still, "train": dropped}
+    finally:
+        recipe.cleanup()
+
+
+def test_train_seed_sets_new_parameters_dropout_and_data_order_and_nothing_else(tmp_path, teacher_dir, sst2_corpus):
+    """What experiments/sst2_aug_seeds.py relies on: two seeds start from the same student weights
+    (the general student's) and the same teacher and rows, but draw different new parameters (the
+    classification head, the projection), dropout masks and data order; one seed twice is identical."""
+    from transformers import BertModel
+
+    from tests.distill.conftest import save_model, tiny_config, tiny_tokenizer
+
+    torch.manual_seed(7)
+    general = save_model(BertModel(tiny_config(layers=2, hidden=16, heads=4)), tmp_path / "general")
+    probe = dict(tiny_tokenizer()(["the film was very good", "a dull and boring plot"], padding=True,
+                                  return_tensors="pt"))
+    a, again, b = (_seeded_start(tmp_path / f"run{i}", teacher_dir, general, sst2_corpus, seed, probe)
+                   for i, seed in enumerate((1, 1, 2)))
+
+    loaded = {f"bert.{k}": v for k, v in BertModel.from_pretrained(general).state_dict().items()}
+    new = {k for k in a["student"] if k not in loaded}
+    assert new == {"classifier.weight", "classifier.bias"}
+    for run in (a, b):  # every weight the general student has is its, whatever the seed
+        assert all(torch.equal(run["student"][k], v) for k, v in loaded.items())
+        assert all(torch.equal(run["teacher"][k], v) for k, v in a["teacher"].items())
+    assert not torch.equal(a["student"]["classifier.weight"], b["student"]["classifier.weight"])
+    assert not torch.equal(a["projector"], b["projector"])
+    assert sorted(a["order"]) == sorted(b["order"]) and a["order"] != b["order"]  # same rows, another order
+    assert not torch.equal(a["first"], b["first"])
+    assert torch.equal(a["eval"], b["eval"])  # same encoder weights: same eval-mode outputs
+    assert not torch.allclose(a["train"], b["train"])  # other dropout masks
+    for key in ("projector", "first", "eval", "train"):  # the same seed twice: the same start
+        assert torch.equal(a[key], again[key]), key
+    assert all(torch.equal(a["student"][k], again["student"][k]) for k in a["student"])
+    assert a["order"] == again["order"]
