@@ -192,6 +192,24 @@ def best_null_threshold(spans: Sequence[str], null_diff: Sequence[float], golds:
     return threshold, float(100 * best / len(answered)) if len(answered) else 0.0
 
 
+def ranking_auc(positive: np.ndarray, negative: np.ndarray) -> float | None:
+    """P(a random ``positive`` score > a random ``negative`` one), ties counting 1/2 (the
+    Mann-Whitney U statistic over n_pos x n_neg); None when either side is empty."""
+    if not len(positive) or not len(negative):
+        return None
+    scores = np.concatenate([positive, negative])
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average rank (1-based) over each run of tied scores
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + 1 + b) / 2
+    n_pos, n_neg = len(positive), len(negative)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def squad_v2_report(spans: Sequence[str], null_diff: Sequence[float], golds: Sequence[Sequence[str]],
                     tuned_threshold: float | None = None, threshold: float = 0.0) -> dict[str, float]:
     """The honest SQuAD 2.0 figures of one model on one split:
@@ -203,7 +221,10 @@ def squad_v2_report(spans: Sequence[str], null_diff: Sequence[float], golds: Seq
       span (span quality, whatever the null decision);
     - ``null_baseline_f1``: the F1 of abstaining on every question (the unanswerable share);
     - ``oracle_threshold``/``oracle_f1``: the best threshold on *these* questions (an upper bound, not a
-      result: it is tuned on the data it scores).
+      result: it is tuned on the data it scores);
+    - ``noans_auc``: how well the null margin ranks unanswerable above answerable questions, whatever
+      the threshold (the probability that a random unanswerable one has the larger margin, ties
+      1/2; 0.5 is chance; None without both kinds).
     """
     diff = np.asarray(null_diff, float)
     at = lambda t: [s if d <= t else "" for s, d in zip(spans, diff)]  # noqa: E731
@@ -213,6 +234,7 @@ def squad_v2_report(spans: Sequence[str], null_diff: Sequence[float], golds: Seq
     pct = lambda x: float(100 * x.mean()) if len(x) else 0.0  # noqa: E731
     out |= {"hasans_f1_forced": pct(f1s[has]), "hasans_exact_forced": pct(ems[has]),
             "null_baseline_f1": pct(abstained)}
+    out["noans_auc"] = ranking_auc(diff[~has], diff[has])
     oracle, out["oracle_f1"] = best_null_threshold(spans, diff, golds)
     out["oracle_threshold"] = oracle if math.isfinite(oracle) else None
     if tuned_threshold is not None:

@@ -82,7 +82,7 @@ def evaluate(model_dir: str, holdout: str, tune: str) -> dict:
 
     r = evaluate_checkpoint(model_dir, "squad", holdout, device="cpu", tune_data=tune)
     keys = ("exact", "f1", "f1_tuned", "exact_tuned", "null_threshold", "HasAns_f1", "NoAns_f1",
-            "hasans_f1_forced", "hasans_exact_forced", "null_baseline_f1", "oracle_f1", "parameters", "total")
+            "hasans_f1_forced", "hasans_exact_forced", "null_baseline_f1", "oracle_f1", "noans_auc", "parameters", "total")
     return {k: r[k] for k in keys}
 
 

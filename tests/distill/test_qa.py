@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from distill.metrics import best_null_threshold, exact_match, f1_score, normalize_answer, squad, squad_v2_report
+from distill.metrics import (best_null_threshold, exact_match, f1_score, normalize_answer, ranking_auc, squad,
+                            squad_v2_report)
 from distill.qa import QACollator, answer_positions, best_spans, postprocess, read_examples, squad_json_corpus
 from distill.shards import CorpusError
 from tests.distill.conftest import qa_tokenizer, write_squad_json
@@ -201,6 +202,19 @@ def test_squad_v2_report_by_hand():
     assert out["f1_tuned"] == pytest.approx(100 * (8 / 3) / 5) and out["null_threshold"] == 0.5
     assert (out["oracle_threshold"], out["oracle_f1"]) == (-2.0, pytest.approx(60.0))
     assert "f1_tuned" not in squad_v2_report(SPANS, DIFFS, GOLDS)
+    # unanswerable q2 (-1.0), q4 (3.0) against answerable q1 (-2.0), q3 (0.5), q5 (1.0): q2 beats
+    # q1 only, q4 beats all three: 4 of 6 pairs
+    assert out["noans_auc"] == pytest.approx(4 / 6)
+
+
+def test_ranking_auc_against_all_pairs():
+    assert ranking_auc(np.array([3.0, 2.0]), np.array([1.0, 2.0])) == pytest.approx(3.5 / 4)  # one tie: 1/2
+    assert ranking_auc(np.array([1.0]), np.array([])) is None
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pos, neg = rng.integers(0, 6, rng.integers(1, 9)).astype(float), rng.integers(0, 6, rng.integers(1, 9)).astype(float)
+        pairs = np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :]))
+        assert ranking_auc(pos, neg) == pytest.approx(pairs)
 
 
 def test_best_spans_give_the_null_margin():
