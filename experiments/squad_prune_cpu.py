@@ -6,7 +6,8 @@
    but the last --tune-articles articles: everything trains here) and ``train-tune.json`` (the
    null-answer threshold of every model is chosen here). squad2-eval-split.json is the holdout:
    reported, never used to choose anything.
-2. teacher: the MiniLM encoder fine-tuned on train-fit (configs/squad-cpu/teacher.yaml).
+2. teacher: the MiniLM encoder fine-tuned on train-fit (configs/squad-cpu/teacher.yaml, 3 epochs),
+   then 3 more epochs at half the learning rate (teacher-continue.yaml; --teacher-continue-epochs).
 3. the trade-off curve: for each --levels fraction kept (heads and FFN units alike), l0 gates
    driven to that target by a Lagrangian (configs/squad-cpu/prune-l0.yaml), then recovery by
    distillation from the unpruned teacher on the original questions (configs/squad-cpu/recover.yaml).
@@ -213,6 +214,9 @@ def main(argv=None) -> dict:
     p.add_argument("--levels", default="0.7,0.5,0.4,0.3", help="fractions of heads and FFN units kept")
     p.add_argument("--compare-level", type=float, default=0.4, help="the level of the strategy/recovery comparisons")
     p.add_argument("--teacher-steps", type=int, default=None, help="override teacher.yaml (3 epochs)")
+    p.add_argument("--teacher-continue-epochs", type=float, default=3.0,
+                   help="epochs of teacher-continue.yaml after teacher.yaml (0: none)")
+    p.add_argument("--teacher-continue-steps", type=int, default=None, help="override them with a step count")
     p.add_argument("--l0-steps", type=int, default=None, help="override prune-l0.yaml (200 steps)")
     p.add_argument("--gain-batches", type=int, default=None, help="override prune.yaml (32)")
     p.add_argument("--recover-steps", type=int, default=None, help="override recover.yaml (1 epoch of train-fit)")
@@ -233,6 +237,13 @@ def main(argv=None) -> dict:
                                            "model.teacher": str(asset("models", "minilm-l6-mlm")), "data.train": fit,
                                            **({"train.max_steps": args.teacher_steps} if args.teacher_steps else {})}),
                            "final")
+    if args.teacher_continue_epochs > 0 or args.teacher_continue_steps:
+        teacher = os.path.join(timings.run("teacher, continued", stage, os.path.join(out, "teacher-continue"),
+                                           ["finetune"], "squad-cpu/teacher-continue.yaml", **{
+                                               "model.teacher": teacher, "data.train": fit,
+                                               "train.epochs": args.teacher_continue_epochs,
+                                               **({"train.max_steps": args.teacher_continue_steps}
+                                                  if args.teacher_continue_steps else {})}), "final")
     recover_steps = {"train.max_steps": args.recover_steps} if args.recover_steps else {}
     windows = ("--max-seq-length", "384", "--doc-stride", "128", "--max-query-length", "64")  # the configs'
 

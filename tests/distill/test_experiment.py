@@ -1,7 +1,9 @@
 """The SST-2 experiment's command, wired end to end on the real assets at smoke scale."""
 import json
+import os
 
 import pytest
+import yaml
 
 from distill.shards import ShardWriter, task_schema
 
@@ -55,14 +57,19 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     holdout, _ = _subset(squad_assets / "squad" / "squad2-eval-split.json", tmp_path / "holdout.json", 10)
     summary = squad_prune_cpu.main(["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout),
                                     "--levels", "0.5", "--compare-level", "0.5", "--teacher-steps", "2",
-                                    "--gain-batches", "2", "--l0-steps", "2", "--recover-steps", "2", "--n-aug", "1",
-                                    "--latency-windows", "4"])
+                                    "--teacher-continue-steps", "2", "--gain-batches", "2", "--l0-steps", "2",
+                                    "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4"])
     rows = summary["rows"]
     assert list(rows) == ["teacher (MiniLM-L6 fine-tuned)", "l0 50%, pruned", "l0 50% + distillation",
                           "gain 50%, pruned", "gain 50% + distillation", "l0 50% + fine-tuning on gold spans",
                           "l0 50% + distillation, originals (corpus)", "l0 50% + distillation, augmented corpus"]
     teacher = rows["teacher (MiniLM-L6 fine-tuned)"]
     assert teacher["total"] == 10 and teacher["parameters"] > 20e6 and teacher["speedup"] == 1.0
+    # the teacher is the continued one, trained from the first stage's model for its 2 steps
+    assert teacher["path"].endswith(os.path.join("teacher-continue", "final"))
+    continued = yaml.safe_load((tmp_path / "out" / "teacher-continue" / "final" / "config.yaml").read_text())
+    assert continued["model"]["teacher"] == str(tmp_path / "out" / "teacher" / "final")
+    assert continued["optim"]["lr"] == 5e-5 and continued["data"]["group_by_length"] == 50
     for name, r in rows.items():
         for key in ("f1", "f1_tuned", "hasans_f1_forced", "null_baseline_f1", "speedup", "parameters"):
             assert key in r, (name, key)
@@ -77,6 +84,6 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     # rerun: every stage and evaluation is reused, nothing retrains
     again = squad_prune_cpu.main(["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout),
                                   "--levels", "0.5", "--compare-level", "0.5", "--teacher-steps", "2",
-                                  "--gain-batches", "2", "--l0-steps", "2", "--recover-steps", "2", "--n-aug", "1",
-                                  "--latency-windows", "4"])
+                                  "--teacher-continue-steps", "2", "--gain-batches", "2", "--l0-steps", "2",
+                                  "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4"])
     assert again["rows"]["l0 50% + distillation"]["f1"] == rows["l0 50% + distillation"]["f1"]
