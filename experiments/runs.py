@@ -32,6 +32,18 @@ class Timings:
                 json.dump(self.data, f, indent=1)
 
 
+def write_results(out: str, lines: list[str], summary: dict) -> dict:
+    """An experiment's report: ``lines`` to OUT/results.md, ``summary`` to OUT/results.json, both
+    printed (the table, then ``summary["targets"]``). Returns ``summary``."""
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    print("\n".join(lines))
+    print(json.dumps(summary["targets"]))
+    return summary
+
+
 def sh(*args: str) -> None:
     print("+", " ".join(args), flush=True)
     subprocess.run(list(args), check=True, cwd=ROOT)

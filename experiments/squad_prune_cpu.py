@@ -34,7 +34,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runs import ROOT, Timings, median_ms, sh, stage, teacher_cache  # noqa: E402
+from runs import ROOT, Timings, median_ms, sh, stage, teacher_cache, write_results  # noqa: E402
 
 from augment.assets import asset  # noqa: E402
 
@@ -329,13 +329,7 @@ def main(argv=None) -> dict:
                                                             "threads": torch.get_num_threads()},
                "timings_s": timings.data, "wall_s": round(sum(timings.data.values()), 1), "plots": pictures,
                "targets": targets(rows, curve)}
-    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    print("\n".join(lines))
-    print(json.dumps(summary["targets"]))
-    return summary
+    return write_results(out, lines, summary)
 
 
 def compact_mb(model_dir: str) -> float:

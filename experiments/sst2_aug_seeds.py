@@ -49,7 +49,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runs import ROOT, Timings, distill, sh, stage, teacher_cache  # noqa: E402
+from runs import ROOT, Timings, distill, sh, stage, teacher_cache, write_results  # noqa: E402
 
 from augment.assets import asset  # noqa: E402
 
@@ -256,13 +256,7 @@ def main(argv=None) -> dict:
     summary = report(dev_accuracy(teacher)["accuracy"], students, counts, steps, batch, args, timings.data)
     lines = table(summary)
     summary["plot"] = plot(summary, os.path.join(out, "augmentation.png"))
-    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    print("\n".join(lines))
-    print(json.dumps(summary["targets"]))
-    return summary
+    return write_results(out, lines, summary)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,14 +19,13 @@ selection split, as in the paper); MRPC/RTE are not touched.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runs import distill, sh, size_info, stage, teacher_cache  # noqa: E402
+from runs import distill, sh, size_info, stage, teacher_cache, write_results  # noqa: E402
 
 from augment.assets import asset  # noqa: E402
 
@@ -130,13 +129,7 @@ def main(argv=None) -> dict:
     summary = {"corpus_rows": total, "task_steps": steps, "rows": rows,
                "targets": {"augmented_retention_ge_95pct": aug["retention"] >= 0.95,
                            "augmented_beats_unaugmented": aug["accuracy"] > base["accuracy"]}}
-    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    print("\n".join(lines))
-    print(json.dumps(summary["targets"]))
-    return summary
+    return write_results(out, lines, summary)
 
 
 if __name__ == "__main__":
