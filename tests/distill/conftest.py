@@ -228,3 +228,15 @@ def squad_train_json(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def squad_dev_json(tmp_path_factory) -> Path:
     return write_squad_json(tmp_path_factory.mktemp("squad") / "dev.json", n_paragraphs=3, seed=1)
+
+
+def stand_in_corpus(root, rows: list[dict]):
+    """An SST-2 corpus at ``root`` of ``rows`` (dicts with sentence, label), each original plus a
+    copy as variant 1: for experiment smoke tests, which check the wiring, not augmentation."""
+    manifest = {"task": "sst2", "text_fields": ["sentence"], "label_names": ["0", "1"]}
+    with ShardWriter(str(root), task_schema(["sentence"]), 50, manifest) as w:
+        for i, r in enumerate(rows):
+            for a in range(2):
+                w.write({"id": f"s{i}-{a}", "source_id": f"s{i}", "aug_index": a, "sentence": r["sentence"],
+                         "label": r["label"]})
+    return root

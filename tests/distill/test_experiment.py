@@ -5,7 +5,7 @@ import os
 import pytest
 import yaml
 
-from distill.shards import ShardWriter, task_schema
+from tests.distill.conftest import stand_in_corpus
 
 
 @pytest.mark.integration
@@ -20,13 +20,7 @@ def test_sst2_experiment_smoke(tmp_path, real_assets):
 
     # a stand-in corpus (64 originals + a copy as variant 1): this checks the wiring, not augmentation
     rows = read_tsv(str(real_assets / "glue" / "SST-2" / "train.tsv"), get_task("sst2"))[:64]
-    corpus = tmp_path / "corpus"
-    manifest = {"task": "sst2", "text_fields": ["sentence"], "label_names": ["0", "1"]}
-    with ShardWriter(str(corpus), task_schema(["sentence"]), 50, manifest) as w:
-        for i, r in enumerate(rows):
-            for a in range(2):
-                w.write({"id": f"s{i}-{a}", "source_id": f"s{i}", "aug_index": a, "sentence": r["sentence"],
-                         "label": r["label"]})
+    corpus = stand_in_corpus(tmp_path / "corpus", rows)
     summary = sst2_cpu.main(["--out", str(tmp_path / "out"), "--aug-corpus", str(corpus), "--teacher-steps", "2",
                              "--general-steps", "2", "--task-steps", "2", "--latency-sentences", "8", "--dev-rows", "64"])
     assert set(summary["rows"]) == {"teacher (MiniLM-L6 fine-tuned)", "TinyBERT-4, augmented",

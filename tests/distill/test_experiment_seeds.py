@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from distill.shards import ShardWriter, task_schema
+from tests.distill.conftest import stand_in_corpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
 import sst2_aug_seeds  # noqa: E402
@@ -72,17 +72,6 @@ def test_bad_flags_are_refused_naming_the_flag(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def _stand_in_corpus(root: Path, rows: list[dict]) -> Path:
-    """Each original + a copy as variant 1: checks the wiring, not augmentation."""
-    manifest = {"task": "sst2", "text_fields": ["sentence"], "label_names": ["0", "1"]}
-    with ShardWriter(str(root), task_schema(["sentence"]), 50, manifest) as w:
-        for i, r in enumerate(rows):
-            for a in range(2):
-                w.write({"id": f"s{i}-{a}", "source_id": f"s{i}", "aug_index": a, "sentence": r["sentence"],
-                         "label": r["label"]})
-    return root
-
-
 def _config(run_dir: Path) -> dict:
     return yaml.safe_load((run_dir / "final" / "config.yaml").read_text())
 
@@ -134,7 +123,7 @@ def test_sst2_aug_seeds_experiment_smoke(tmp_path, real_assets, monkeypatch):
     from pipelines.tasks import get_task
 
     rows = read_tsv(str(real_assets / "glue" / "SST-2" / "train.tsv"), get_task("sst2"))[:32]
-    corpora = {n: _stand_in_corpus(tmp_path / f"corpus-{n}", rows[:n]) for n in (16, 32)}
+    corpora = {n: stand_in_corpus(tmp_path / f"corpus-{n}", rows[:n]) for n in (16, 32)}
     out = tmp_path / "out"
     argv = ["--out", str(out), "--sizes", "16,32", "--seeds", "2,1", "--aug-corpus", f"16={corpora[16]}",
             "--aug-corpus", f"32={corpora[32]}", "--teacher-steps", "2", "--general-steps", "2", "--dev-rows", "64"]
