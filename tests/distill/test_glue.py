@@ -56,18 +56,12 @@ def test_a_training_tsv_as_a_corpus_equals_the_builders_without_variants(tmp_pat
     from pipelines.corpus import run
     from tests.pipelines.conftest import SST2_TSV
     from tests.pipelines.fakes import FakeLoader
-    from tests.pipelines.helpers import cli_args
+    from tests.pipelines.helpers import cli_args, write_fake_models
 
     tsv = tmp_path / "train.tsv"
     tsv.write_text(SST2_TSV, encoding="utf-8")
-    teacher = tmp_path / "teacher"
-    teacher.mkdir()
-    (teacher / "model.safetensors").write_bytes(b"not really weights")
-    (teacher / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
-    glove = tmp_path / "glove.txt"
-    glove.write_text("film 0.1 0.2\n")
     built = tmp_path / "built"
-    run(cli_args("sst2", str(tsv), built, (str(teacher), str(glove)), "--n-aug", "0"), loader=FakeLoader(0))
+    run(cli_args("sst2", str(tsv), built, write_fake_models(tmp_path), "--n-aug", "0"), loader=FakeLoader(0))
 
     ours = tsv_corpus(str(tsv), str(tmp_path / "ours"), get_task("sst2"), rows_per_shard=2)
     rows = _corpus_rows(ours)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_assets
+from tests.pipelines.helpers import write_fake_models
 
 SST2_TSV = (
     "sentence\tlabel\n"
@@ -41,13 +42,7 @@ SQUAD = {"version": "v2.0", "data": [{"title": "Edinburgh", "paragraphs": [{
 @pytest.fixture
 def fake_models(tmp_path) -> tuple[str, str]:
     """(teacher folder, GloVe file) that the run's hashing accepts; a fake loader ignores them."""
-    teacher = tmp_path / "teacher"
-    teacher.mkdir()
-    (teacher / "model.safetensors").write_bytes(b"not really weights")
-    (teacher / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
-    glove = tmp_path / "glove.txt"
-    glove.write_text("film 0.1 0.2\nmovie 0.1 0.3\n")
-    return str(teacher), str(glove)
+    return write_fake_models(tmp_path)
 
 
 @pytest.fixture
