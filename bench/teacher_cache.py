@@ -3,6 +3,9 @@ least 2.5x faster with a BERT-base-shaped teacher on CPU, memory flat).
 
     python bench/teacher_cache.py                                  # full size (see --help for sizes)
     python bench/teacher_cache.py --rows 256 --steps 2 --warmup 1 --repeats 1 --agreement-batches 1
+    python bench/teacher_cache.py --recipe configs/squad-cpu/recover.yaml --cache OUT/teacher-cache-fit \
+        --set model.teacher=OUT/teacher-continue/final --set model.student=OUT/l0-50/pruned \
+        --set data.train=OUT/train-fit.json --steps 10 --warmup 2   # a recovery step, live vs cache
 
 Needs the assets (BERT_COMPRESS_ASSETS): the bert-base-uncased vocabulary, MiniLM-L6 and SST-2.
 For each teacher, (a) BERT-base-shaped (12 layers, hidden 768, random weights: speed depends on
@@ -89,22 +92,26 @@ def save_teacher(kind: str, out: str) -> str:
     return out
 
 
+def _overrides(teacher: str, corpus: str, out: str, cache: str | None) -> list[str]:
+    overrides = [f"model.teacher={teacher}", "model.student=tinybert-4", f"data.train={corpus}", "task=sst2",
+                 f"data.max_seq_length={SEQ}", f"train.batch_size={BATCH}", "train.tensorboard=false",
+                 "train.save_every=0", f"output_dir={out}", "train.device=cpu", "stage=task", "step=prediction"]
+    return overrides + ([f"data.teacher_cache={cache}"] if cache else [])
+
+
 def _config(teacher: str, corpus: str, out: str, cache: str | None):
     from distill.config import load_config
 
-    overrides = [f"model.teacher={teacher}", "model.student=tinybert-4", f"data.train={corpus}", "task=sst2",
-                 f"data.max_seq_length={SEQ}", f"train.batch_size={BATCH}", "train.tensorboard=false",
-                 "train.save_every=0", f"output_dir={out}", "train.device=cpu"]
-    if cache:
-        overrides.append(f"data.teacher_cache={cache}")
-    return load_config(None, overrides, stage="task", step="prediction")
+    return load_config(None, _overrides(teacher, corpus, out, cache))
 
 
-def child_steps(teacher: str, corpus: str, cache: str | None, steps: int, warmup: int, out: str) -> dict:
-    """Seconds per prediction step (after ``warmup``) of the Recipe, live or cached; peak RSS."""
+def child_steps(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
+    """Seconds per step (after ``warmup``) of the Recipe of ``config`` (a YAML path or "") with
+    ``overrides``; peak RSS."""
+    from distill.config import load_config
     from distill.train import Recipe
 
-    recipe = Recipe(_config(teacher, corpus, out, cache))
+    recipe = Recipe(load_config(config or None, overrides))
     recipe.setup()
     batches = iter(recipe.loader)
     recipe.module.train()
@@ -116,6 +123,23 @@ def child_steps(teacher: str, corpus: str, cache: str | None, steps: int, warmup
     recipe.cleanup()
     return {"step_s": seconds, "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "teacher_loaded": recipe.parts.teacher is not None}
+
+
+def live_vs_cache(config: str, overrides: list[str], cache: str, args, out: str) -> dict:
+    """Step times of the same Recipe with the live teacher and with ``cache``, alternately
+    ``args.repeats`` times in fresh child processes (the best of each), and their ratio."""
+    runs: dict[str, list[dict]] = {"live": [], "cache": []}
+    for r in range(args.repeats):
+        for mode in runs:
+            extra = [f"output_dir={os.path.join(out, f'{mode}-{r}')}", "train.tensorboard=false", "train.save_every=0"]
+            extra += [f"data.teacher_cache={cache}"] if mode == "cache" else []
+            runs[mode].append(_child("steps", config, json.dumps(overrides + extra), str(args.steps),
+                                     str(args.warmup)))
+    result = {mode: {"step_s": round(min(x["step_s"] for x in rs), 4),
+                     "peak_rss_mib": max(x["peak_rss_mib"] for x in rs),
+                     "teacher_loaded": rs[0]["teacher_loaded"]} for mode, rs in runs.items()}
+    result["speedup"] = round(result["live"]["step_s"] / result["cache"]["step_s"], 2)
+    return result
 
 
 def child_epoch_rss(teacher: str, corpus: str, cache: str) -> dict:
@@ -189,16 +213,7 @@ def bench_teacher(kind: str, args, tmp: str, corpus: str, natural: str) -> dict:
                                          "rows_per_s": round(m["rows"] / m["seconds"], 1),
                                          "bytes_per_row": m["bytes_per_row"],
                                          "fill_fraction": round(m["fill_fraction"], 4)}}
-    runs: dict[str, list[dict]] = {"live": [], "cache": []}
-    for r in range(args.repeats):
-        for mode in ("live", "cache"):
-            runs[mode].append(_child("steps", teacher, corpus, cache if mode == "cache" else "", str(args.steps),
-                                     str(args.warmup), os.path.join(tmp, f"{kind}-{mode}-{r}")))
-    for mode, rs in runs.items():
-        result[mode] = {"step_s": round(min(x["step_s"] for x in rs), 4),
-                        "peak_rss_mib": max(x["peak_rss_mib"] for x in rs),
-                        "teacher_loaded": rs[0]["teacher_loaded"]}
-    result["speedup"] = round(result["live"]["step_s"] / result["cache"]["step_s"], 2)
+    result |= live_vs_cache("", _overrides(teacher, corpus, "unused", None), cache, args, os.path.join(tmp, kind))
     result["agreement"] = []
     for dtype in args.dtypes.split(","):
         natural_cache = os.path.join(tmp, f"{kind}-natural-{dtype}")
@@ -223,16 +238,23 @@ def main(argv=None) -> dict:
     p.add_argument("--agreement-batches", type=int, default=8)
     p.add_argument("--rss-rows", type=int, default=2000, help="rows of the 1x corpus of the memory check")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--recipe", metavar="CONFIG", default=None,
+                   help="instead: time this training config's steps live against --cache (e.g. a pruning "
+                        "recovery: configs/squad-cpu/recover.yaml), with --set KEY=VALUE overrides")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--cache", default=None, help="the teacher cache of --recipe's data.train")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:
         name, *rest = json.loads(args._child)
         if name == "steps":
-            teacher, corpus, cache, steps, warmup, out = rest
-            print(json.dumps(child_steps(teacher, corpus, cache or None, int(steps), int(warmup), out)))
+            config, overrides, steps, warmup = rest
+            print(json.dumps(child_steps(config, json.loads(overrides), int(steps), int(warmup))))
         else:
             print(json.dumps(child_epoch_rss(*rest)))
         return {}
+    if args.recipe:
+        return recipe_main(args)
     from distill.teacher_cache import build
 
     result = {"config": {k: v for k, v in vars(args).items() if not k.startswith("_")} | {"batch": BATCH, "seq": SEQ},
@@ -252,6 +274,21 @@ def main(argv=None) -> dict:
     base = next((t for t in result["teachers"] if t["teacher"] == "bert-base"), None)
     result["targets_met"] = {"bert_base_speedup_at_least_2.5x": None if base is None else base["speedup"] >= 2.5,
                              "rss_flat_within_10pct": result["rss_growth"] < 0.10}
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def recipe_main(args) -> dict:
+    """``--recipe``: one config's step time, live teacher against the cache."""
+    if not args.cache:
+        raise SystemExit("--recipe needs --cache DIR (the teacher cache of its data.train)")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = {"recipe": args.recipe, "overrides": args.overrides, "steps": args.steps, "warmup": args.warmup,
+                  "repeats": args.repeats, "threads": torch.get_num_threads()}
+        result |= live_vs_cache(args.recipe, args.overrides, args.cache, args, tmp)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

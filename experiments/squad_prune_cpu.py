@@ -87,9 +87,13 @@ def evaluate(model_dir: str, holdout: str, tune: str) -> dict:
     return {k: r[k] for k in keys}
 
 
-def latencies(model_dirs: dict[str, str], holdout: str, windows: int, rounds: int = 3) -> dict[str, float]:
-    """Median CPU ms of one 384-token window (batch 1, the machine's threads) per model, each model
-    compacted; models take turns window by window so machine noise hits all alike."""
+def latencies(model_dirs: dict[str, str], holdout: str, windows: int, batch: int,
+              rounds: int = 3) -> dict[int, dict[str, float]]:
+    """Median CPU ms of one forward of 1 and of ``batch`` 384-token windows, per model, each model
+    compacted, with the machine's threads: {1: {name: ms}, batch: {name: ms}}. Batch 1 times
+    ``windows`` holdout windows a round, batch ``batch`` two batches of holdout windows a round
+    (cycled if the holdout has fewer); models take turns input by input so machine noise hits all
+    alike."""
     import torch
     from transformers import AutoTokenizer
 
@@ -99,17 +103,22 @@ def latencies(model_dirs: dict[str, str], holdout: str, windows: int, rounds: in
 
     first = next(iter(model_dirs.values()))
     collator = QACollator(AutoTokenizer.from_pretrained(first), LATENCY_SEQ, 128, 64)
-    rows = read_examples(holdout, get_task("squad"))[:windows]
-    enc = collator.encode(rows, padding="max_length")
+    enc = collator.encode(read_examples(holdout, get_task("squad"))[:max(windows, 2 * batch)], padding="max_length")
     keys = ("input_ids", "attention_mask", "token_type_ids")
-    inputs = [{k: torch.tensor([enc[k][w]]) for k in keys} for w in range(min(windows, len(enc["input_ids"])))]
+    n = len(enc["input_ids"])
+    inputs = {1: [{k: torch.tensor([enc[k][w]]) for k in keys} for w in range(min(windows, n))],
+              batch: [{k: torch.tensor([enc[k][(i * batch + j) % n] for j in range(batch)]) for k in keys}
+                      for i in range(2)]}
     models = {name: load_pruned(d, "qa").eval() for name, d in model_dirs.items()}
-    times = {name: [] for name in models}
-    for _ in range(rounds):
-        for x in inputs:
-            for name, model in models.items():
-                times[name].append(median_ms(model, [x] * 2, threads=torch.get_num_threads(), warmup=1))
-    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    result = {}
+    for b, xs in inputs.items():
+        times = {name: [] for name in models}
+        for _ in range(rounds):
+            for x in xs:
+                for name, model in models.items():
+                    times[name].append(median_ms(model, [x] * 2, threads=torch.get_num_threads(), warmup=1))
+        result[b] = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    return result
 
 
 def pruning_summary(model_dir: str, source: str | None = None) -> dict:
@@ -133,17 +142,18 @@ def pruning_summary(model_dir: str, source: str | None = None) -> dict:
 # Reporting
 
 
-def table(rows: dict) -> list[str]:
+def table(rows: dict, batch: int) -> list[str]:
     base = rows[TEACHER]
     lines = ["| model | heads / FFN kept | F1 (thr 0) | F1 (tuned thr) | HasAns F1 (forced) | ΔF1 tuned | "
-             "ΔHasAns forced | parameters | MB | ms / window | speed-up |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"ΔHasAns forced | parameters | MB | ms, batch 1 | speed-up | ms, batch {batch} | speed-up |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
         kept = (f"{r['heads_kept']}/{r['heads_total']} / {r['ffn_kept'] / r['ffn_total']:.0%}" if "heads_kept" in r
                 else "all")
         lines.append(f"| {name} | {kept} | {r['f1']:.2f} | {r['f1_tuned']:.2f} | {r['hasans_f1_forced']:.2f} | "
                      f"{r['f1_tuned'] - base['f1_tuned']:+.2f} | {r['hasans_f1_forced'] - base['hasans_f1_forced']:+.2f} "
-                     f"| {r['parameters'] / 1e6:.1f}M | {r['mb']:.1f} | {r['latency_ms']:.1f} | {r['speedup']:.2f}x |")
+                     f"| {r['parameters'] / 1e6:.1f}M | {r['mb']:.1f} | {r['latency_ms']:.1f} | {r['speedup']:.2f}x "
+                     f"| {r['latency_ms_batch']:.0f} | {r['speedup_batch']:.2f}x |")
     lines.append(f"\nAlways-null baseline F1 on the holdout: {base['null_baseline_f1']:.2f} "
                  f"({base['total']} questions).")
     return lines
@@ -222,7 +232,8 @@ def main(argv=None) -> dict:
     p.add_argument("--recover-steps", type=int, default=None, help="override recover.yaml (1 epoch of train-fit)")
     p.add_argument("--n-aug", type=int, default=2, help="N_a of the augmented corpus")
     p.add_argument("--no-augmented", action="store_true", help="skip the augmented-corpus comparison")
-    p.add_argument("--latency-windows", type=int, default=30)
+    p.add_argument("--latency-windows", type=int, default=30, help="windows timed one at a time, per round")
+    p.add_argument("--latency-batch", type=int, default=32, help="the larger batch timed")
     args = p.parse_args(argv)
 
     out = os.path.abspath(args.out)
@@ -314,18 +325,20 @@ def main(argv=None) -> dict:
                 json.dump(r, f)
         rows[name] = {**r, **pruning_summary(model_dir, sources.get(name)), "mb": compact_mb(model_dir),
                       "path": model_dir}
-    ms = timings.run("latency", latencies, models, holdout, args.latency_windows)
+    ms = timings.run("latency", latencies, models, holdout, args.latency_windows, args.latency_batch)
     for name, r in rows.items():
-        r["latency_ms"] = round(ms[name], 2)
-        r["speedup"] = round(ms[TEACHER] / ms[name], 3)
+        r["latency_ms"] = round(ms[1][name], 2)
+        r["speedup"] = round(ms[1][TEACHER] / ms[1][name], 3)
+        r["latency_ms_batch"] = round(ms[args.latency_batch][name], 1)
+        r["speedup_batch"] = round(ms[args.latency_batch][TEACHER] / ms[args.latency_batch][name], 3)
 
-    lines = table(rows)
+    lines = table(rows, args.latency_batch)
     pictures = plots(rows, curve, out)
     import torch
 
     summary = {"rows": rows, "curve": curve, "levels": levels, "compare_level": c, "holdout": os.path.basename(holdout),
                "tune": {"articles": args.tune_articles, "questions": questions(tune)},
-               "fit_questions": questions(fit), "latency": {"batch": 1, "seq": LATENCY_SEQ,
+               "fit_questions": questions(fit), "latency": {"batch": [1, args.latency_batch], "seq": LATENCY_SEQ,
                                                             "threads": torch.get_num_threads()},
                "timings_s": timings.data, "wall_s": round(sum(timings.data.values()), 1), "plots": pictures,
                "targets": targets(rows, curve)}

@@ -52,20 +52,23 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     summary = squad_prune_cpu.main(["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout),
                                     "--levels", "0.5", "--compare-level", "0.5", "--teacher-steps", "2",
                                     "--teacher-continue-steps", "2", "--gain-batches", "2", "--l0-steps", "2",
-                                    "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4"])
+                                    "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4",
+                                    "--latency-batch", "3"])
     rows = summary["rows"]
     assert list(rows) == ["teacher (MiniLM-L6 fine-tuned)", "l0 50%, pruned", "l0 50% + distillation",
                           "gain 50%, pruned", "gain 50% + distillation", "l0 50% + fine-tuning on gold spans",
                           "l0 50% + distillation, originals (corpus)", "l0 50% + distillation, augmented corpus"]
     teacher = rows["teacher (MiniLM-L6 fine-tuned)"]
     assert teacher["total"] == 10 and teacher["parameters"] > 20e6 and teacher["speedup"] == 1.0
+    assert teacher["speedup_batch"] == 1.0 and summary["latency"]["batch"] == [1, 3]
     # the teacher is the continued one, trained from the first stage's model for its 2 steps
     assert teacher["path"].endswith(os.path.join("teacher-continue", "final"))
     continued = yaml.safe_load((tmp_path / "out" / "teacher-continue" / "final" / "config.yaml").read_text())
     assert continued["model"]["teacher"] == str(tmp_path / "out" / "teacher" / "final")
     assert continued["optim"]["lr"] == 5e-5 and continued["data"]["group_by_length"] == 50
     for name, r in rows.items():
-        for key in ("f1", "f1_tuned", "hasans_f1_forced", "null_baseline_f1", "speedup", "parameters"):
+        for key in ("f1", "f1_tuned", "hasans_f1_forced", "null_baseline_f1", "speedup", "parameters",
+                    "speedup_batch", "latency_ms_batch"):
             assert key in r, (name, key)
         if name.startswith("gain"):
             assert r["parameters"] < teacher["parameters"] - 3e6, name  # half the heads and FFN units gone
@@ -79,5 +82,6 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     again = squad_prune_cpu.main(["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout),
                                   "--levels", "0.5", "--compare-level", "0.5", "--teacher-steps", "2",
                                   "--teacher-continue-steps", "2", "--gain-batches", "2", "--l0-steps", "2",
-                                  "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4"])
+                                  "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4",
+                                  "--latency-batch", "3"])
     assert again["rows"]["l0 50% + distillation"]["f1"] == rows["l0 50% + distillation"]["f1"]
