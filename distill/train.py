@@ -77,12 +77,13 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
-def linear_schedule(total: int, warmup: int):
-    """LR multiplier: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``."""
+def linear_schedule(total: int, warmup: int, decay: bool = True):
+    """LR multiplier: linear warm-up over ``warmup`` steps, then linear decay to 0 at ``total``
+    (``decay=False``: 1 after the warm-up)."""
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
+        return max(0.0, (total - step) / max(1, total - warmup)) if decay else 1.0
     return f
 
 
@@ -289,7 +290,8 @@ class Recipe:
         self.optimizer = torch.optim.AdamW(groups, lr=o.lr, eps=o.adam_eps, betas=tuple(o.adam_betas),
                                            foreach=False)
         warmup = int(o.warmup_ratio * self.max_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(self.max_steps, warmup))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(self.max_steps, warmup,
+                                                                                        o.schedule == "linear"))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
         self.autocast = (torch.autocast(self.device.type, dtype=DTYPES[t.precision])
                          if t.precision in DTYPES else nullcontext())

@@ -288,7 +288,7 @@ def test_lagrangian_targets_warm_up_linearly():
 def test_gates_on_a_toy_model_reach_the_target(target, strength):
     """A toy 3-layer model whose loss pays for open gates (weakly or strongly): the Lagrangian
     brings the expected densities to the targets within 2 points, at the defaults of an l0 run
-    (multipliers at 30x the gates' learning rate, Adam betas 0.5 / 0.99)."""
+    (multipliers at 30x the gates' learning rate, Adam betas 0.5 / 0.99, constant rates)."""
     from distill.pruning import Gates, Lagrangian, deterministic_open, expected_counts, l0_density
 
     torch.manual_seed(0)

@@ -270,3 +270,29 @@ def test_train_seed_sets_new_parameters_dropout_and_data_order_and_nothing_else(
         assert torch.equal(a[key], again[key]), key
     assert all(torch.equal(a["student"][k], again["student"][k]) for k in a["student"])
     assert a["order"] == again["order"]
+
+
+def test_lr_schedules_by_hand():
+    """linear: warm up 2 steps, then down to 0 at step 6; constant: warm up, then 1."""
+    from distill.train import linear_schedule
+
+    assert [linear_schedule(6, 2)(s) for s in range(7)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    assert [linear_schedule(6, 2, decay=False)(s) for s in range(7)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_schedule_defaults_to_constant_for_l0_pruning_only():
+    """l0 gates and multipliers keep their learning rate to the end; every other stage decays it;
+    an unknown schedule is refused, naming the key."""
+    from distill.config import ConfigError, load_config
+
+    prune = ["model.teacher=t", "data.train=d", "task=squad", "prune.strategy=l0"]
+    assert load_config(None, prune, stage="prune").optim.schedule == "constant"
+    assert load_config(None, prune + ["prune.target_heads=0.5", "prune.target_ffn=0.5"],
+                       stage="prune").optim.schedule == "constant"
+    assert load_config(None, ["model.teacher=t", "data.train=d", "task=squad", "prune.strategy=gain"],
+                       stage="prune").optim.schedule == "linear"
+    assert load_config(None, ["model.teacher=t", "data.train=d", "task=sst2"],
+                       stage="task", step="prediction").optim.schedule == "linear"
+    assert load_config(None, prune + ["optim.schedule=linear"], stage="prune").optim.schedule == "linear"
+    with pytest.raises(ConfigError, match="optim.schedule must be one of"):
+        load_config(None, ["model.teacher=t", "data.train=d", "task=sst2", "optim.schedule=cosine"], stage="finetune")
