@@ -57,6 +57,12 @@ from augment.assets import asset  # noqa: E402
 CONDITIONS = {"augmented": False, "no-augmentation": True}
 AUG_SEED = 42  # the augmentation's seed (pipelines/augment.py --seed): fixes the corpora for every run
 TEACHER_CONFIG = "sst2-cpu/teacher-full.yaml"
+#: every training stage here (teacher-full.yaml states them too): batches of similar length
+#: (SST-2 sentences average 13 tokens; random batches of 32 pad to 3x that) and bf16 autocast.
+#: Measured here on SST-2 train sentences, seconds a step: intermediate 0.731 -> 0.320 grouped ->
+#: 0.241 grouped + bf16; prediction with the live teacher 0.607 -> 0.258 -> 0.203; the teacher
+#: 0.59 (bf16) -> 0.30. --fp32: for CPUs without bf16.
+FAST = {"data.group_by_length": 50, "train.precision": "bf16"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,6 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=None, help="override the prediction step's eval/save interval")
     p.add_argument("--dev-rows", type=int, default=None, help="use only the first N dev rows (smoke tests)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep finished task runs' checkpoints")
+    p.add_argument("--fp32", action="store_true", help="train in float32 (a CPU without bf16)")
     args = p.parse_args(argv)
     try:
         args.sizes = [int(x) for x in args.sizes.split(",")]
@@ -212,12 +219,13 @@ def main(argv=None) -> dict:
 
     # 2-4. the shared teacher, general student and teacher caches
     every = {} if args.eval_every is None else {"train.eval_every": args.eval_every, "train.save_every": args.eval_every}
+    fast = FAST | ({"train.precision": "fp32"} if args.fp32 else {})
     teacher = os.path.join(timings.run("teacher", stage, os.path.join(out, "teacher"), ["finetune"], TEACHER_CONFIG, **{
-        "model.teacher": mlm, "data.train": full, "data.dev": dev,
+        "model.teacher": mlm, "data.train": full, "data.dev": dev, **fast,
         **({"train.max_steps": args.teacher_steps} if args.teacher_steps else {})}), "best")
     general = os.path.join(timings.run("general", stage, os.path.join(out, "general"), ["general"],
                                        "sst2-cpu/general.yaml", **{
-                                           "model.teacher": mlm, "data.train": wiki,
+                                           "model.teacher": mlm, "data.train": wiki, **fast,
                                            **({"train.max_steps": args.general_steps} if args.general_steps else {})}),
                            "final")
     caches = {size: timings.run(f"teacher cache: {size}", teacher_cache, teacher, corpora[size],
@@ -235,7 +243,7 @@ def main(argv=None) -> dict:
                 root = os.path.join(out, "runs", f"n{size}", condition, f"seed-{seed}")
                 common = {"model.teacher": teacher, "data.train": corpora[size],
                           "data.original_only": str(original_only).lower(), "train.max_steps": steps[size],
-                          "train.seed": seed}
+                          "train.seed": seed, **fast}
                 name = f"n{size} {condition} seed {seed}"
                 inter = timings.run(f"{name}: intermediate", stage, os.path.join(root, "intermediate"),
                                     ["task", "--step", "intermediate"], "sst2-cpu/intermediate.yaml",
