@@ -49,11 +49,10 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     train.write_text(json.dumps({"version": "v2.0", "data": json.loads(first.read_text())["data"] +
                                  json.loads(last.read_text())["data"]}))
     holdout, _ = _subset(squad_assets / "squad" / "squad2-eval-split.json", tmp_path / "holdout.json", 10)
-    summary = squad_prune_cpu.main(["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout),
-                                    "--levels", "0.5", "--compare-level", "0.5", "--teacher-steps", "2",
-                                    "--teacher-continue-steps", "2", "--gain-batches", "2", "--l0-steps", "2",
-                                    "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4",
-                                    "--latency-batch", "3"])
+    argv = ["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout), "--levels", "0.5",
+            "--compare-level", "0.5", "--teacher-steps", "2", "--teacher-continue-steps", "2", "--gain-batches", "2",
+            "--l0-steps", "2", "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4", "--latency-batch", "3"]
+    summary = squad_prune_cpu.main(argv)
     rows = summary["rows"]
     assert list(rows) == ["teacher (MiniLM-L6 fine-tuned)", "l0 50%, pruned", "l0 50% + distillation",
                           "gain 50%, pruned", "gain 50% + distillation", "l0 50% + fine-tuning on gold spans",
@@ -79,9 +78,5 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     assert (tmp_path / "out" / "curve.png").stat().st_size > 0 and (tmp_path / "out" / "heads.png").exists()
     assert json.loads((tmp_path / "out" / "results.json").read_text())["curve"] == ["l0 50% + distillation"]
     # rerun: every stage and evaluation is reused, nothing retrains
-    again = squad_prune_cpu.main(["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout),
-                                  "--levels", "0.5", "--compare-level", "0.5", "--teacher-steps", "2",
-                                  "--teacher-continue-steps", "2", "--gain-batches", "2", "--l0-steps", "2",
-                                  "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4",
-                                  "--latency-batch", "3"])
+    again = squad_prune_cpu.main(argv)
     assert again["rows"]["l0 50% + distillation"]["f1"] == rows["l0 50% + distillation"]["f1"]
