@@ -14,6 +14,8 @@
 4. at --compare-level, with the same recovery steps: the gain strategy (one pass) + distillation;
    recovery by plain fine-tuning on the gold spans; recovery by distillation on an augmented corpus
    of train-fit (``python pipelines/augment.py --task squad --augment-context``).
+   Does that corpus help the teacher? From the teacher, the same --teacher-more-steps of
+   teacher-continue.yaml on the corpus's original questions and on all its rows (gold spans).
 5. every model on the holdout: F1 at null threshold 0, F1 at the threshold tuned on train-tune,
    HasAns F1 with forced answers (span quality), the always-null baseline; parameters and file size
    once compacted; CPU latency at batch 1 x 384 tokens, all models side by side (interleaved) ->
@@ -231,7 +233,10 @@ def main(argv=None) -> dict:
     p.add_argument("--gain-batches", type=int, default=None, help="override prune.yaml (32)")
     p.add_argument("--recover-steps", type=int, default=None, help="override recover.yaml (1 epoch of train-fit)")
     p.add_argument("--n-aug", type=int, default=2, help="N_a of the augmented corpus")
-    p.add_argument("--no-augmented", action="store_true", help="skip the augmented-corpus comparison")
+    p.add_argument("--no-augmented", action="store_true", help="skip the augmented-corpus comparisons")
+    p.add_argument("--teacher-more-steps", type=int, default=None,
+                   help="steps of more teacher training on the originals and on the augmented corpus "
+                        "(default one epoch of train-fit; 0: skip)")
     p.add_argument("--latency-windows", type=int, default=30, help="windows timed one at a time, per round")
     p.add_argument("--latency-batch", type=int, default=32, help="the larger batch timed")
     args = p.parse_args(argv)
@@ -312,6 +317,15 @@ def main(argv=None) -> dict:
             "recover-aug", pruned, corpus, **{"train.max_steps": steps})
         sources[f"l0 {c:.0%} + distillation, originals (corpus)"] = pruned
         sources[f"l0 {c:.0%} + distillation, augmented corpus"] = pruned
+        # the teacher trained on: the same steps from the teacher, originals against augmented rows
+        more = steps if args.teacher_more_steps is None else args.teacher_more_steps
+        for name, label, original_only in (("teacher-more-orig", "originals", True),
+                                           ("teacher-more-aug", "augmented corpus", False)):
+            if more:
+                models[f"more teacher training ({more} steps), {label}"] = os.path.join(timings.run(
+                    name, stage, os.path.join(out, name), ["finetune"], "squad-cpu/teacher-continue.yaml", **{
+                        "model.teacher": teacher, "data.train": corpus, "data.original_only": original_only,
+                        "train.max_steps": more}), "final")
 
     rows = {}
     for name, model_dir in models.items():

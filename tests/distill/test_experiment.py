@@ -56,7 +56,8 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     rows = summary["rows"]
     assert list(rows) == ["teacher (MiniLM-L6 fine-tuned)", "l0 50%, pruned", "l0 50% + distillation",
                           "gain 50%, pruned", "gain 50% + distillation", "l0 50% + fine-tuning on gold spans",
-                          "l0 50% + distillation, originals (corpus)", "l0 50% + distillation, augmented corpus"]
+                          "l0 50% + distillation, originals (corpus)", "l0 50% + distillation, augmented corpus",
+                          "more teacher training (2 steps), originals", "more teacher training (2 steps), augmented corpus"]
     teacher = rows["teacher (MiniLM-L6 fine-tuned)"]
     assert teacher["total"] == 10 and teacher["parameters"] > 20e6 and teacher["speedup"] == 1.0
     assert teacher["speedup_batch"] == 1.0 and summary["latency"]["batch"] == [1, 3]
@@ -65,12 +66,19 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     continued = yaml.safe_load((tmp_path / "out" / "teacher-continue" / "final" / "config.yaml").read_text())
     assert continued["model"]["teacher"] == str(tmp_path / "out" / "teacher" / "final")
     assert continued["optim"]["lr"] == 5e-5 and continued["data"]["group_by_length"] == 50
+    # more teacher training starts from the teacher, on the corpus: its originals, then all its rows
+    for which, original_only in (("orig", True), ("aug", False)):
+        more = yaml.safe_load((tmp_path / "out" / f"teacher-more-{which}" / "final" / "config.yaml").read_text())
+        assert more["model"]["teacher"] == teacher["path"] and more["data"]["original_only"] is original_only
+        assert more["data"]["train"] == str(tmp_path / "out" / "corpus-aug") and more["train"]["max_steps"] == 2
     for name, r in rows.items():
         for key in ("f1", "f1_tuned", "hasans_f1_forced", "null_baseline_f1", "speedup", "parameters",
                     "speedup_batch", "latency_ms_batch"):
             assert key in r, (name, key)
         if name.startswith("gain"):
             assert r["parameters"] < teacher["parameters"] - 3e6, name  # half the heads and FFN units gone
+        elif name.startswith("more teacher"):
+            assert r["parameters"] == teacher["parameters"] and "heads_kept" not in r, name
         elif name != "teacher (MiniLM-L6 fine-tuned)":  # 2 l0 steps: the targets are far, a few gates close
             assert r["parameters"] < teacher["parameters"] and 0.5 < r["reached_heads"] <= 1, name
     assert summary["tune"] == {"articles": 1, "questions": 6} and summary["fit_questions"] == 8
