@@ -382,10 +382,12 @@ def select(head_scores: torch.Tensor, ffn_scores: torch.Tensor, keep_heads: floa
 
 
 def _empty_linear(n_in: int, n_out: int, like: nn.Linear) -> nn.Linear:
+    """An uninitialised Linear (the caller fills it). Not initialising also leaves the global RNG
+    alone: a checkpoint's ``expand`` in mid-training must not change the next dropout masks."""
     with warnings.catch_warnings():  # a layer whose FFN units all went has zero-element weights
         warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-        return nn.Linear(n_in, n_out, bias=like.bias is not None, device=like.weight.device,
-                         dtype=like.weight.dtype)
+        return torch.nn.utils.skip_init(nn.Linear, n_in, n_out, bias=like.bias is not None,
+                                        device=like.weight.device, dtype=like.weight.dtype)
 
 
 def _rows(linear: nn.Linear, keep: torch.Tensor) -> nn.Linear:
@@ -457,7 +459,75 @@ def compact(model: nn.Module, mask: PruneMask) -> nn.Module:
         layer.intermediate.dense = _rows(layer.intermediate.dense, mask.ffn[l])
         layer.output.dense = _columns(layer.output.dense, mask.ffn[l])
     model.pruning_mask = mask
+    model.pruning_compacted = True
     return model
+
+
+def _scatter_rows(linear: nn.Linear, keep: torch.Tensor) -> nn.Linear:
+    """The inverse of ``_rows``: a Linear with ``len(keep)`` output features, ``linear``'s at the
+    ``keep`` (bool) positions and zeros elsewhere."""
+    out = _empty_linear(linear.in_features, len(keep), linear)
+    with torch.no_grad():
+        out.weight.zero_()
+        out.weight[keep] = linear.weight
+        if linear.bias is not None:
+            out.bias.zero_()
+            out.bias[keep] = linear.bias
+    return out
+
+
+def _scatter_columns(linear: nn.Linear, keep: torch.Tensor) -> nn.Linear:
+    """The inverse of ``_columns``: ``len(keep)`` input features, zero weights where not ``keep``."""
+    out = _empty_linear(len(keep), linear.out_features, linear)
+    with torch.no_grad():
+        out.weight.zero_()
+        out.weight[:, keep] = linear.weight
+        if linear.bias is not None:
+            out.bias.copy_(linear.bias)
+    return out
+
+
+def expand(model: nn.Module, mask: PruneMask) -> nn.Module:
+    """The inverse of ``compact``, in place: full-size Linears again, the pruned heads' and units'
+    weights zero (as ``apply_mask`` leaves them), so ``save_pretrained`` writes a model that plain
+    ``from_pretrained`` loads. ``model.config`` still holds the unpruned shape."""
+    layers, heads, hs, units = model_shape(model)
+    if tuple(mask.heads.shape) != (layers, heads) or tuple(mask.ffn.shape) != (layers, units):
+        raise ValueError(f"mask of heads {tuple(mask.heads.shape)} and ffn {tuple(mask.ffn.shape)} does not fit a "
+                         f"model configured with {layers} layers, {heads} heads and {units} FFN units")
+    for l, layer in enumerate(encoder_layers(model)):
+        keep = mask.heads[l].repeat_interleave(hs)  # (nh * hs,)
+        att = layer.attention.self
+        if att.query.out_features != int(keep.sum()) or layer.intermediate.dense.out_features != int(mask.ffn[l].sum()):
+            raise ValueError(f"layer {l} is not compacted by this mask")
+        att.query, att.key, att.value = (_scatter_rows(att.query, keep), _scatter_rows(att.key, keep),
+                                         _scatter_rows(att.value, keep))
+        att.num_attention_heads, att.all_head_size = heads, heads * hs
+        layer.attention.output.dense = _scatter_columns(layer.attention.output.dense, keep)
+        layer.intermediate.dense = _scatter_rows(layer.intermediate.dense, mask.ffn[l])
+        layer.output.dense = _scatter_columns(layer.output.dense, mask.ffn[l])
+    model.pruning_compacted = False
+    return model
+
+
+def compact_state_dict(model: nn.Module, mask: PruneMask, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state``, a state dict of ``model``'s full-size form (as ``expand`` saves it), cut to the
+    shapes of ``model`` compacted by ``mask``: what a compacted run loads when it resumes."""
+    names = {module: name for name, module in model.named_modules()}
+    hs = model.config.hidden_size // model.config.num_attention_heads
+    state = dict(state)
+    for l, layer in enumerate(encoder_layers(model)):
+        heads = mask.heads[l].repeat_interleave(hs)  # (nh * hs,)
+        att = layer.attention.self
+        for linear, keep, rows in ((att.query, heads, True), (att.key, heads, True), (att.value, heads, True),
+                                   (layer.attention.output.dense, heads, False),
+                                   (layer.intermediate.dense, mask.ffn[l], True), (layer.output.dense, mask.ffn[l], False)):
+            weight, bias = names[linear] + ".weight", names[linear] + ".bias"
+            keep = keep.to(state[weight].device)
+            state[weight] = state[weight][keep] if rows else state[weight][:, keep]
+            if rows and bias in state:
+                state[bias] = state[bias][keep]
+    return state
 
 
 def effective_parameters(model: nn.Module, mask: PruneMask) -> int:
@@ -489,17 +559,6 @@ def write_mask(mask: PruneMask, directory: str, parameters: int | None = None) -
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({**mask.to_dict(), "summary": summary}, f, indent=1)
     os.replace(tmp, os.path.join(directory, PRUNING_FILE))
-
-
-def mask_gates(model: nn.Module, mask: PruneMask) -> Gates:
-    """Fixed gates holding ``mask`` attached to ``model``: while training a pruned model, its
-    pruned heads and units stay out of the function whatever the optimizer does to their weights."""
-    _check_fits(model, mask)
-    gates = Gates.for_model(model)
-    gates.head_values.copy_(mask.heads.float())
-    gates.ffn_values.copy_(mask.ffn.float())
-    model.pruning_mask = mask
-    return gates.attach(model)
 
 
 def read_mask(directory: str) -> PruneMask | None:

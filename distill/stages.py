@@ -30,7 +30,7 @@ from distill.config import Config
 from distill.mapping import build_mapping, validate_mapping
 from distill.models import (Features, ModelError, Projector, build_student, features, load_architecture,
                            load_model)
-from distill.pruning import PRUNING_FILE, Gates, Lagrangian, l0_density, mask_gates, read_mask
+from distill.pruning import PRUNING_FILE, Gates, Lagrangian, compact, l0_density, read_mask
 
 #: The batch key under which a teacher cache's collator hands over the teacher's outputs
 #: (``data.teacher_cache``, ``distill.teacher_cache``): (B, C) logits, or (W, 2, T) span logits for QA.
@@ -204,9 +204,7 @@ def build(cfg: Config) -> StageParts:
             model = load_model(cfg.model.teacher, "classification", num_labels, regression)
             _label_config(model, task)
             module = FinetuneLoss(model, regression)
-        gates = _keep_pruned(model, cfg, cfg.model.teacher)  # fine-tuning a pruned model keeps it pruned
-        if gates is not None:
-            module.gates = gates
+        _keep_pruned(model, cfg, cfg.model.teacher)  # fine-tuning a pruned model keeps it pruned
         return StageParts(module, model, None, None, task, True, False)
 
     head = "base" if cfg.stage == "general" else "qa" if task.kind == "qa" else "classification"
@@ -224,15 +222,13 @@ def build(cfg: Config) -> StageParts:
         _check_head(student, task, "student")
         _label_config(student, task)
     teacher.eval().requires_grad_(False)
-    gates = _keep_pruned(student, cfg, cfg.model.student)
+    _keep_pruned(student, cfg, cfg.model.student)
 
     if cfg.stage == "task" and cfg.step == "prediction":
         validate_mapping([], student.config, teacher.config)  # vocabulary check
         module, targets = _prediction(student, teacher, head == "qa", regression, cfg.distill)
         if cached:  # the teacher never runs: its outputs are read from the cache with the batch
             teacher, targets = None, _cached_targets
-        if gates is not None:
-            module.gates = gates  # moves to the device with the module
         return StageParts(module, student, teacher, targets, task, True, False)
 
     d = cfg.distill
@@ -270,19 +266,19 @@ def _cached_targets(batch: dict) -> torch.Tensor:
     return batch.pop(TEACHER_TARGETS)
 
 
-def _keep_pruned(model: nn.Module, cfg: Config, spec: str):
-    """A model saved by ``distill prune`` (``pruning.json`` beside it) trains with its pruned heads
-    and units held shut by fixed gates, and is saved pruned again: as a student in the prediction
-    step (recovery by distillation) or as the model of ``distill finetune`` (recovery on gold
-    labels). Returns the gates or None."""
+def _keep_pruned(model: nn.Module, cfg: Config, spec: str) -> None:
+    """A model saved by ``distill prune`` (``pruning.json`` beside it) trains compacted, its pruned
+    heads and units removed (the same function as holding them shut with gates, at the compact
+    model's speed), and is saved expanded and pruned again (``train.save_pretrained``): as a student in the prediction step (recovery by
+    distillation) or as the model of ``distill finetune`` (recovery on gold labels)."""
     mask = read_mask(spec) if os.path.isdir(spec) else None
     if mask is None:
-        return None
+        return
     if cfg.stage not in ("task", "finetune") or (cfg.stage == "task" and cfg.step != "prediction"):
         raise ModelError(f"student {spec} is pruned ({PRUNING_FILE}); it distils with `distill task --step "
                          f"prediction` (its pruned heads have no attention maps to match)")
     try:
-        return mask_gates(model, mask)
+        compact(model, mask)
     except ValueError as e:
         raise ModelError(f"model {spec}: its {PRUNING_FILE} was written for another model: {e}") from None
 

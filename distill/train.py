@@ -19,6 +19,7 @@ would (tested bitwise on CPU).
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -119,9 +120,12 @@ def save_pretrained(model: nn.Module, tokenizer, cfg: Config, path: str, extra: 
     shutil.rmtree(tmp, ignore_errors=True)
     mask = getattr(model, "pruning_mask", None)
     if mask is not None:  # a pruned model: its pruned weights saved as zeros, with pruning.json
-        from distill.pruning import apply_mask
+        from distill.pruning import apply_mask, expand
 
-        apply_mask(model, mask)
+        if getattr(model, "pruning_compacted", False):  # trained compact: a full-size copy to save
+            model = expand(copy.deepcopy(model), mask)
+        else:
+            apply_mask(model, mask)
     model.save_pretrained(tmp, safe_serialization=True)
     if mask is not None:
         from distill.pruning import effective_parameters, write_mask
@@ -495,6 +499,10 @@ class Recipe:
             raise ResumeError(f"{path} was written by {state['world_size']} processes, this run has {self.world}; "
                               f"the data split would differ")
         model_state = load_file(os.path.join(path, "model", "model.safetensors"), device=str(self.device))
+        if getattr(self.parts.model, "pruning_compacted", False):  # saved full size, trains compact
+            from distill.pruning import compact_state_dict
+
+            model_state = compact_state_dict(self.parts.model, self.parts.model.pruning_mask, model_state)
         missing, unexpected = self.parts.model.load_state_dict(model_state, strict=False)
         tied = set(getattr(self.parts.model, "all_tied_weights_keys", {}) or {})
         if unexpected or set(missing) - tied:

@@ -139,6 +139,31 @@ def test_recovery_distillation_keeps_the_pruned_structure(tmp_path, qa_teacher_d
     assert result.exit_code == 1 and "is pruned" in result.output
 
 
+def test_recovery_of_a_pruned_student_resumes_exactly(tmp_path, monkeypatch, qa_teacher_dir, squad_train_json):
+    """Pruned students train compacted: a killed recovery resumes from its compact checkpoint and
+    ends with the uninterrupted run's bytes, saved full size with the pruned weights zero."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForQuestionAnswering
+
+    from tests.distill.test_train import kill_then_resume
+
+    run_cli(*_prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
+    pruned = tmp_path / "p" / "pruned"
+
+    def args(out):
+        return ["task", "--step", "prediction", *common(out, **WINDOWS, **{
+            "model.teacher": qa_teacher_dir, "model.student": pruned, "data.train": squad_train_json,
+            "train.max_steps": 4, "train.save_every": 2})]
+
+    run_cli(*args(tmp_path / "full"))
+    kill_then_resume(monkeypatch, args(tmp_path / "killed"), tmp_path / "killed", killed_after_step=3)
+    full = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    resumed = load_file(tmp_path / "killed" / "final" / "model.safetensors")
+    assert full.keys() == resumed.keys() and all(torch.equal(full[k], resumed[k]) for k in full)
+    teacher = AutoModelForQuestionAnswering.from_pretrained(qa_teacher_dir)
+    assert {k: v.shape for k, v in full.items()} == {k: v.shape for k, v in teacher.state_dict().items()}
+
+
 def test_classification_pruning(tmp_path, teacher_dir, sst2_corpus, dev_tsv):
     result = run_cli("prune", *common(tmp_path / "sst2", task="sst2", **{
         "model.teacher": teacher_dir, "data.train": sst2_corpus, "data.dev": dev_tsv, "prune.strategy": "gain",

@@ -339,3 +339,65 @@ def test_compact_model_equals_the_gated_model(family):
     assert torch.allclose(out, reference, atol=1e-5)
     assert not torch.allclose(reference, _logits(model, batch), atol=1e-3)  # the mask did change the function
     assert sum(p.numel() for p in small.parameters()) == effective_parameters(model, mask)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_expand_undoes_compact_and_trains_like_the_gated_model(family):
+    """Pruned models train compacted (distill/stages.py) and are saved expanded: expand(compact(m))
+    holds exactly apply_mask(m)'s weights, and a compact step's gradients on the kept weights are
+    the gated full model's (the same function, fewer multiplications)."""
+    from transformers import RobertaConfig, RobertaForQuestionAnswering
+
+    from distill.pruning import expand
+
+    torch.manual_seed(4)
+    if family == "bert":
+        from transformers import BertForQuestionAnswering
+
+        model = BertForQuestionAnswering(tiny_config(layers=L)).eval()
+    else:
+        model = RobertaForQuestionAnswering(RobertaConfig(
+            vocab_size=len(VOCAB), hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=I,
+            max_position_embeddings=66, pad_token_id=1)).eval()
+    mask = PruneMask(torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0]]),
+                     torch.rand(L, I, generator=torch.Generator().manual_seed(5)) < 0.5)
+    batch = _batch(seed=6)
+
+    small = compact(copy.deepcopy(model), mask)
+    _loss(small, batch).backward()
+    gated = copy.deepcopy(model)
+    gates = Gates.for_model(gated).attach(gated)
+    gates.head_values.copy_(mask.heads.float())
+    gates.ffn_values.copy_(mask.ffn.float())
+    _loss(gated, batch).backward()
+    layers = lambda m: m.base_model.encoder.layer  # noqa: E731
+    for l in range(L):
+        keep = mask.heads[l].repeat_interleave(HS)
+        s, g = layers(small)[l], layers(gated)[l]
+        assert torch.allclose(s.attention.self.query.weight.grad, g.attention.self.query.weight.grad[keep], atol=1e-6)
+        assert torch.allclose(s.attention.output.dense.weight.grad, g.attention.output.dense.weight.grad[:, keep],
+                              atol=1e-6)
+        assert torch.allclose(s.output.dense.weight.grad, g.output.dense.weight.grad[:, mask.ffn[l]], atol=1e-6)
+
+    # a training step changes the compact weights; expanding puts them back at their places
+    with torch.no_grad():
+        for p in small.parameters():
+            p.add_(0.01)
+    moved = {k: v.clone() for k, v in small.state_dict().items()}
+    big = expand(small, mask)
+    reference = apply_mask(copy.deepcopy(model), mask).state_dict()
+    assert big.state_dict().keys() == reference.keys()
+    for k, v in big.state_dict().items():
+        assert v.shape == reference[k].shape, k
+    layer = layers(big)[0]
+    keep = mask.heads[0].repeat_interleave(HS)
+    query = f"{model.base_model_prefix}.encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(layer.attention.self.query.weight[keep], moved[query])
+    assert not layer.attention.self.query.weight[~keep].any() and not layer.output.dense.weight[:, ~mask.ffn[0]].any()
+    # without the step, expand(compact(m)) is apply_mask(m), bit for bit
+    again = expand(compact(copy.deepcopy(model), mask), mask)
+    assert all(torch.equal(v, reference[k]) for k, v in again.state_dict().items())
+    with torch.no_grad():
+        assert torch.allclose(_logits(again, batch), _logits(apply_mask(copy.deepcopy(model), mask), batch), atol=1e-6)
+    with pytest.raises(ValueError, match="not compacted by this mask"):
+        expand(again, mask)
