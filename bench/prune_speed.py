@@ -3,6 +3,7 @@
     python bench/prune_speed.py                              # ~2-4 min on 2 CPU cores
     python bench/prune_speed.py --shape bert-base --keep-heads 0.5 --keep-ffn 0.5 --batch 1,32 --seq 384
     python bench/prune_speed.py --model out/squad-prune-cpu/recover-l0-40/final   # a real pruned model
+    python bench/prune_speed.py --train --batch 16 --precision bf16   # a recovery training step
 
 The model is a QA model of the chosen shape (``minilm``: 6 layers, hidden 384, 12 heads, FFN 1536, the
 asset's shape; ``bert-base``: 12 layers, 768, 12, 3072) with random weights: speed depends on shapes,
@@ -13,6 +14,10 @@ unpruned model's cost) against ``distill.pruning.load_pruned`` (compacted). Full
 alternate within each repetition so machine noise hits both alike; the script prints the medians and
 the speed-up per batch size, the parameter counts, the safetensors file sizes, and the largest output
 difference between the two forms.
+
+``--train`` times a training step instead (forward, backward of a span loss, AdamW step), as
+recovery after pruning runs it: the full-size model with fixed gates holding the mask shut (how
+pruned models trained before they trained compacted) against the compact model.
 """
 from __future__ import annotations
 
@@ -45,6 +50,9 @@ def main(argv=None) -> dict:
                                                              "(default: 30 at batch 1, fewer for larger batches)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--train", action="store_true", help="time training steps: gated full model vs compact")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="--train: autocast as "
+                                                                               "train.precision")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     if args.threads:
@@ -55,7 +63,9 @@ def main(argv=None) -> dict:
     small.to(args.device)
     sizes = {"full": _file_mb(full), "compact": _file_mb(small)}
     count = lambda m: sum(x.numel() for x in m.parameters())  # noqa: E731
-    result = {"model": label, "seq": args.seq, "device": args.device, "threads": torch.get_num_threads(),
+    if args.train:
+        full = _gated(full, mask)
+    result = {"model": label, "mode": "train" if args.train else "inference", "seq": args.seq, "device": args.device, "threads": torch.get_num_threads(),
               "heads_kept": int(mask.heads.sum()), "heads_total": mask.heads.numel(),
               "ffn_kept": int(mask.ffn.sum()), "ffn_total": mask.ffn.numel(),
               "parameters_full": count(full), "parameters_compact": count(small),
@@ -66,11 +76,14 @@ def main(argv=None) -> dict:
         ids = torch.randint(1000, 20000, (batch_size, args.seq), device=args.device)
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
         reps = args.reps or max(5, 30 // batch_size)
-        med, diff = _time_pair(full, small, batch, reps, args.device)
+        if args.train:
+            med, diff = _time_train_pair(full, small, batch, reps, args.device, args.precision)
+        else:
+            med, diff = _time_pair(full, small, batch, reps, args.device)
         result["batches"][batch_size] = {"full_ms": round(med["full"], 2), "compact_ms": round(med["compact"], 2),
                                          "speedup": round(med["full"] / med["compact"], 2), "reps": reps,
                                          "max_abs_output_diff": diff}
-        print(f"  batch {batch_size:>3}: full {med['full']:.1f} ms, compact {med['compact']:.1f} ms -> "
+        print(f"  batch {batch_size:>3}{' train step' if args.train else ''}: full {med['full']:.1f} ms, compact {med['compact']:.1f} ms -> "
               f"{med['full'] / med['compact']:.2f}x   (max |output diff| {diff:.1e})")
     print(f"  parameters {count(full) / 1e6:.1f}M -> {count(small) / 1e6:.1f}M; safetensors "
           f"{sizes['full']:.1f} MB -> {sizes['compact']:.1f} MB")
@@ -102,6 +115,18 @@ def _models(args):
     apply_mask(full, mask)  # the same function as the compact form, at full cost
     compact(small, mask)
     return full, small, mask, f"{args.shape} (random weights, random mask)"
+
+
+def _gated(model, mask):
+    """``model`` with fixed gates holding ``mask`` (the pruned heads and units shut whatever their
+    weights): the full-size form of a pruned model in training."""
+    from distill.pruning import Gates
+
+    gates = Gates.for_model(model)
+    gates.head_values.copy_(mask.heads.float())
+    gates.ffn_values.copy_(mask.ffn.float())
+    gates.attach(model)
+    return model
 
 
 def _file_mb(model) -> float:
@@ -137,6 +162,41 @@ def _time_pair(full, small, batch: dict, reps: int, device: str) -> tuple[dict, 
         a, b = full(**batch), small(**batch)
         diff = max((a.start_logits - b.start_logits).abs().max().item(),
                    (a.end_logits - b.end_logits).abs().max().item())
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}, diff
+
+
+def _time_train_pair(full, small, batch: dict, reps: int, device: str, precision: str) -> tuple[dict, float]:
+    """Median ms of a training step of each form, alternating (each with its own AdamW), and the
+    largest difference between the two forms' first losses."""
+    targets = torch.randint(0, batch["input_ids"].shape[1], (batch["input_ids"].shape[0],), device=device)
+    optimizers = {m: torch.optim.AdamW(m.parameters(), lr=1e-5) for m in (full, small)}
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def step(model) -> tuple[float, float]:
+        model.train()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            out = model(**batch, start_positions=targets, end_positions=targets)
+        out.loss.backward()
+        optimizers[model].step()
+        optimizers[model].zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, out.loss.item()
+
+    def dropout_off(model):  # the first losses compare the two forms' functions, not their dropout masks
+        model.eval()
+        with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            return model(**batch, start_positions=targets, end_positions=targets).loss.item()
+
+    diff = abs(dropout_off(full) - dropout_off(small))
+    times = {"full": [], "compact": []}
+    step(full), step(small)  # warm-up
+    for _ in range(reps):
+        times["full"].append(step(full)[0])
+        times["compact"].append(step(small)[0])
     return {k: statistics.median(v) * 1000 for k, v in times.items()}, diff
 
 
