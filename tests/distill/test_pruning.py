@@ -57,6 +57,27 @@ def _zero_by_hand(model, layer, head=None, unit=None):
     return ref
 
 
+def _family_model(family: str, seed: int):
+    """A tiny QA model of either layout (RoBERTa positions start after padding_idx, hence 2 more)."""
+    from transformers import BertForQuestionAnswering, RobertaConfig, RobertaForQuestionAnswering
+
+    torch.manual_seed(seed)
+    if family == "bert":
+        return BertForQuestionAnswering(tiny_config(layers=L)).eval()
+    return RobertaForQuestionAnswering(RobertaConfig(
+        vocab_size=len(VOCAB), hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=I,
+        max_position_embeddings=66, pad_token_id=1)).eval()
+
+
+def _gated(model, mask):
+    """A copy of ``model`` with fixed gates holding ``mask`` shut."""
+    gated = copy.deepcopy(model)
+    gates = Gates.for_model(gated).attach(gated)
+    gates.head_values.copy_(mask.heads.float())
+    gates.ffn_values.copy_(mask.ffn.float())
+    return gated
+
+
 def test_open_gates_change_nothing_and_closed_gates_remove_a_head_or_unit(qa_model):
     batch = _batch()
     plain = _logits(qa_model, batch)
@@ -317,22 +338,11 @@ def test_gates_on_a_toy_model_reach_the_target(target, strength):
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_compact_model_equals_the_gated_model(family):
     """Slicing pruned heads and units away computes what closed gates compute, in both layouts."""
-    from transformers import BertForQuestionAnswering, RobertaConfig, RobertaForQuestionAnswering
-
-    torch.manual_seed(1)
-    if family == "bert":
-        model = BertForQuestionAnswering(tiny_config(layers=L)).eval()
-    else:  # RoBERTa positions start after padding_idx, hence 2 more
-        model = RobertaForQuestionAnswering(RobertaConfig(
-            vocab_size=len(VOCAB), hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=I,
-            max_position_embeddings=66, pad_token_id=1)).eval()
+    model = _family_model(family, seed=1)
     mask = PruneMask(torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 1]]),
                      torch.rand(L, I, generator=torch.Generator().manual_seed(3)) < 0.5)
     batch = _batch(seed=2)
-    gated = copy.deepcopy(model)
-    gates = Gates.for_model(gated).attach(gated)
-    gates.head_values.copy_(mask.heads.float())
-    gates.ffn_values.copy_(mask.ffn.float())
+    gated = _gated(model, mask)
     small = compact(copy.deepcopy(model), mask)
     with torch.no_grad():
         reference, out = _logits(gated, batch), _logits(small, batch)
@@ -346,29 +356,16 @@ def test_expand_undoes_compact_and_trains_like_the_gated_model(family):
     """Pruned models train compacted (distill/stages.py) and are saved expanded: expand(compact(m))
     holds exactly apply_mask(m)'s weights, and a compact step's gradients on the kept weights are
     the gated full model's (the same function, fewer multiplications)."""
-    from transformers import RobertaConfig, RobertaForQuestionAnswering
-
     from distill.pruning import expand
 
-    torch.manual_seed(4)
-    if family == "bert":
-        from transformers import BertForQuestionAnswering
-
-        model = BertForQuestionAnswering(tiny_config(layers=L)).eval()
-    else:
-        model = RobertaForQuestionAnswering(RobertaConfig(
-            vocab_size=len(VOCAB), hidden_size=H, num_hidden_layers=L, num_attention_heads=NH, intermediate_size=I,
-            max_position_embeddings=66, pad_token_id=1)).eval()
+    model = _family_model(family, seed=4)
     mask = PruneMask(torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0]]),
                      torch.rand(L, I, generator=torch.Generator().manual_seed(5)) < 0.5)
     batch = _batch(seed=6)
 
     small = compact(copy.deepcopy(model), mask)
     _loss(small, batch).backward()
-    gated = copy.deepcopy(model)
-    gates = Gates.for_model(gated).attach(gated)
-    gates.head_values.copy_(mask.heads.float())
-    gates.ffn_values.copy_(mask.ffn.float())
+    gated = _gated(model, mask)
     _loss(gated, batch).backward()
     layers = lambda m: m.base_model.encoder.layer  # noqa: E731
     for l in range(L):
