@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from distill.pruning import compact, random_scores, select  # noqa: E402
+from distill.pruning import Gates, compact, random_scores, select  # noqa: E402
 
 SHAPES = {"minilm": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
           "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072)}
@@ -63,9 +63,10 @@ def main(argv=None) -> dict:
     small.to(args.device)
     sizes = {"full": _file_mb(full), "compact": _file_mb(small)}
     count = lambda m: sum(x.numel() for x in m.parameters())  # noqa: E731
-    if args.train:
-        full = _gated(full, mask)
-    result = {"model": label, "mode": "train" if args.train else "inference", "seq": args.seq, "device": args.device, "threads": torch.get_num_threads(),
+    if args.train:  # the full-size form trains with fixed gates holding the mask shut
+        Gates.holding(full, mask)
+    result = {"model": label, "mode": "train" if args.train else "inference", "seq": args.seq, "device": args.device,
+              "threads": torch.get_num_threads(),
               "heads_kept": int(mask.heads.sum()), "heads_total": mask.heads.numel(),
               "ffn_kept": int(mask.ffn.sum()), "ffn_total": mask.ffn.numel(),
               "parameters_full": count(full), "parameters_compact": count(small),
@@ -83,7 +84,8 @@ def main(argv=None) -> dict:
         result["batches"][batch_size] = {"full_ms": round(med["full"], 2), "compact_ms": round(med["compact"], 2),
                                          "speedup": round(med["full"] / med["compact"], 2), "reps": reps,
                                          "max_abs_output_diff": diff}
-        print(f"  batch {batch_size:>3}{' train step' if args.train else ''}: full {med['full']:.1f} ms, compact {med['compact']:.1f} ms -> "
+        what = " train step" if args.train else ""
+        print(f"  batch {batch_size:>3}{what}: full {med['full']:.1f} ms, compact {med['compact']:.1f} ms -> "
               f"{med['full'] / med['compact']:.2f}x   (max |output diff| {diff:.1e})")
     print(f"  parameters {count(full) / 1e6:.1f}M -> {count(small) / 1e6:.1f}M; safetensors "
           f"{sizes['full']:.1f} MB -> {sizes['compact']:.1f} MB")
@@ -115,18 +117,6 @@ def _models(args):
     apply_mask(full, mask)  # the same function as the compact form, at full cost
     compact(small, mask)
     return full, small, mask, f"{args.shape} (random weights, random mask)"
-
-
-def _gated(model, mask):
-    """``model`` with fixed gates holding ``mask`` (the pruned heads and units shut whatever their
-    weights): the full-size form of a pruned model in training."""
-    from distill.pruning import Gates
-
-    gates = Gates.for_model(model)
-    gates.head_values.copy_(mask.heads.float())
-    gates.ffn_values.copy_(mask.ffn.float())
-    gates.attach(model)
-    return model
 
 
 def _file_mb(model) -> float:
@@ -172,7 +162,7 @@ def _time_train_pair(full, small, batch: dict, reps: int, device: str, precision
     optimizers = {m: torch.optim.AdamW(m.parameters(), lr=1e-5) for m in (full, small)}
     dtype = torch.bfloat16 if precision == "bf16" else None
 
-    def step(model) -> tuple[float, float]:
+    def step(model) -> float:
         model.train()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -184,7 +174,7 @@ def _time_train_pair(full, small, batch: dict, reps: int, device: str, precision
         optimizers[model].zero_grad(set_to_none=True)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        return time.perf_counter() - start, out.loss.item()
+        return time.perf_counter() - start
 
     def dropout_off(model):  # the first losses compare the two forms' functions, not their dropout masks
         model.eval()
@@ -195,8 +185,8 @@ def _time_train_pair(full, small, batch: dict, reps: int, device: str, precision
     times = {"full": [], "compact": []}
     step(full), step(small)  # warm-up
     for _ in range(reps):
-        times["full"].append(step(full)[0])
-        times["compact"].append(step(small)[0])
+        times["full"].append(step(full))
+        times["compact"].append(step(small))
     return {k: statistics.median(v) * 1000 for k, v in times.items()}, diff
 
 

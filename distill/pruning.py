@@ -152,6 +152,15 @@ class Gates(nn.Module):
     def for_model(cls, model: nn.Module, mode: str = "fixed", init_open: float = 0.9) -> "Gates":
         return cls(*model_shape(model), mode=mode, init_open=init_open)
 
+    @classmethod
+    def holding(cls, model: nn.Module, mask: "PruneMask") -> "Gates":
+        """Fixed gates holding ``mask`` shut, attached to ``model``: the full-size form of the pruned
+        function (what ``compact`` computes with fewer multiplications)."""
+        gates = cls.for_model(model)
+        gates.head_values.copy_(mask.heads.float())
+        gates.ffn_values.copy_(mask.ffn.float())
+        return gates.attach(model)
+
     def head_gate(self, layer: int) -> torch.Tensor:
         """(nh,) the gate values of one layer's heads for this forward."""
         return self.head_values[layer] if self.mode == "fixed" else self.head_gates[layer]()

@@ -269,8 +269,9 @@ def _cached_targets(batch: dict) -> torch.Tensor:
 def _keep_pruned(model: nn.Module, cfg: Config, spec: str) -> None:
     """A model saved by ``distill prune`` (``pruning.json`` beside it) trains compacted, its pruned
     heads and units removed (the same function as holding them shut with gates, at the compact
-    model's speed), and is saved expanded and pruned again (``train.save_pretrained``): as a student in the prediction step (recovery by
-    distillation) or as the model of ``distill finetune`` (recovery on gold labels)."""
+    model's speed), and is saved expanded and pruned again (``train.save_pretrained``): as a
+    student in the prediction step (recovery by distillation) or as the model of ``distill
+    finetune`` (recovery on gold labels)."""
     mask = read_mask(spec) if os.path.isdir(spec) else None
     if mask is None:
         return

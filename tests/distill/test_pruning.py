@@ -69,15 +69,6 @@ def _family_model(family: str, seed: int):
         max_position_embeddings=66, pad_token_id=1)).eval()
 
 
-def _gated(model, mask):
-    """A copy of ``model`` with fixed gates holding ``mask`` shut."""
-    gated = copy.deepcopy(model)
-    gates = Gates.for_model(gated).attach(gated)
-    gates.head_values.copy_(mask.heads.float())
-    gates.ffn_values.copy_(mask.ffn.float())
-    return gated
-
-
 def test_open_gates_change_nothing_and_closed_gates_remove_a_head_or_unit(qa_model):
     batch = _batch()
     plain = _logits(qa_model, batch)
@@ -215,9 +206,7 @@ def test_masked_model_saves_loads_and_compacts_to_the_same_outputs(tmp_path, qa_
     mask.ffn[1] = False  # a layer with no FFN units at all
     batch = _batch()
     gated = copy.deepcopy(qa_model)
-    gates = Gates.for_model(gated).attach(gated)
-    gates.head_values.copy_(mask.heads.float())
-    gates.ffn_values.copy_(mask.ffn.float())
+    Gates.holding(gated, mask)
     reference = _logits(gated, batch)
 
     save_pruned(qa_model, mask, str(tmp_path / "pruned"), tiny_tokenizer())
@@ -342,7 +331,8 @@ def test_compact_model_equals_the_gated_model(family):
     mask = PruneMask(torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 1]]),
                      torch.rand(L, I, generator=torch.Generator().manual_seed(3)) < 0.5)
     batch = _batch(seed=2)
-    gated = _gated(model, mask)
+    gated = copy.deepcopy(model)
+    Gates.holding(gated, mask)
     small = compact(copy.deepcopy(model), mask)
     with torch.no_grad():
         reference, out = _logits(gated, batch), _logits(small, batch)
@@ -365,7 +355,8 @@ def test_expand_undoes_compact_and_trains_like_the_gated_model(family):
 
     small = compact(copy.deepcopy(model), mask)
     _loss(small, batch).backward()
-    gated = _gated(model, mask)
+    gated = copy.deepcopy(model)
+    Gates.holding(gated, mask)
     _loss(gated, batch).backward()
     layers = lambda m: m.base_model.encoder.layer  # noqa: E731
     for l in range(L):
