@@ -452,21 +452,30 @@ def apply_mask(model: nn.Module, mask: PruneMask) -> nn.Module:
     return model
 
 
+def _cuts(layer: nn.Module, mask: PruneMask, l: int, hs: int) -> list[tuple[nn.Module, str, torch.Tensor, bool]]:
+    """Every Linear of encoder layer ``l`` that ``mask`` cuts: (its parent module, its attribute
+    name, the features kept (bool), True where output rows are cut / False where input columns
+    are). Heads cut the query, key and value rows and the attention output's columns; FFN units
+    the intermediate rows and the FFN output's columns."""
+    heads = mask.heads[l].repeat_interleave(hs)  # (nh * hs,)
+    att = layer.attention.self
+    return [(att, "query", heads, True), (att, "key", heads, True), (att, "value", heads, True),
+            (layer.attention.output, "dense", heads, False), (layer.intermediate, "dense", mask.ffn[l], True),
+            (layer.output, "dense", mask.ffn[l], False)]
+
+
 def compact(model: nn.Module, mask: PruneMask) -> nn.Module:
     """Remove the pruned heads and FFN units from ``model`` in place (smaller Linears), so it
-    computes the same function as ``apply_mask`` with fewer multiplications. The result runs
-    but is not saved with ``save_pretrained`` (use ``save_pruned`` on the uncompacted model)."""
+    computes the same function as ``apply_mask`` with fewer multiplications. To save it, ``expand``
+    it back (``distill.train.save_pretrained`` saves an expanded copy)."""
     _, _, hs, _ = _check_fits(model, mask)
     for l, layer in enumerate(encoder_layers(model)):
-        keep = mask.heads[l].repeat_interleave(hs)  # (nh * hs,)
-        att = layer.attention.self
-        att.query, att.key, att.value = _rows(att.query, keep), _rows(att.key, keep), _rows(att.value, keep)
+        for parent, name, keep, rows in _cuts(layer, mask, l, hs):
+            setattr(parent, name, (_rows if rows else _columns)(getattr(parent, name), keep))
         # BertSelfAttention reshapes with -1 heads, so fewer heads need only the sizes it records.
+        att = layer.attention.self
         att.num_attention_heads = int(mask.heads[l].sum())
         att.all_head_size = att.num_attention_heads * hs
-        layer.attention.output.dense = _columns(layer.attention.output.dense, keep)
-        layer.intermediate.dense = _rows(layer.intermediate.dense, mask.ffn[l])
-        layer.output.dense = _columns(layer.output.dense, mask.ffn[l])
     model.pruning_mask = mask
     model.pruning_compacted = True
     return model
@@ -500,21 +509,15 @@ def expand(model: nn.Module, mask: PruneMask) -> nn.Module:
     """The inverse of ``compact``, in place: full-size Linears again, the pruned heads' and units'
     weights zero (as ``apply_mask`` leaves them), so ``save_pretrained`` writes a model that plain
     ``from_pretrained`` loads. ``model.config`` still holds the unpruned shape."""
-    layers, heads, hs, units = model_shape(model)
-    if tuple(mask.heads.shape) != (layers, heads) or tuple(mask.ffn.shape) != (layers, units):
-        raise ValueError(f"mask of heads {tuple(mask.heads.shape)} and ffn {tuple(mask.ffn.shape)} does not fit a "
-                         f"model configured with {layers} layers, {heads} heads and {units} FFN units")
+    _, heads, hs, _ = _check_fits(model, mask)
     for l, layer in enumerate(encoder_layers(model)):
-        keep = mask.heads[l].repeat_interleave(hs)  # (nh * hs,)
-        att = layer.attention.self
-        if att.query.out_features != int(keep.sum()) or layer.intermediate.dense.out_features != int(mask.ffn[l].sum()):
+        cuts = _cuts(layer, mask, l, hs)
+        if any((getattr(p, n).out_features if rows else getattr(p, n).in_features) != int(keep.sum())
+               for p, n, keep, rows in cuts):
             raise ValueError(f"layer {l} is not compacted by this mask")
-        att.query, att.key, att.value = (_scatter_rows(att.query, keep), _scatter_rows(att.key, keep),
-                                         _scatter_rows(att.value, keep))
-        att.num_attention_heads, att.all_head_size = heads, heads * hs
-        layer.attention.output.dense = _scatter_columns(layer.attention.output.dense, keep)
-        layer.intermediate.dense = _scatter_rows(layer.intermediate.dense, mask.ffn[l])
-        layer.output.dense = _scatter_columns(layer.output.dense, mask.ffn[l])
+        for parent, name, keep, rows in cuts:
+            setattr(parent, name, (_scatter_rows if rows else _scatter_columns)(getattr(parent, name), keep))
+        layer.attention.self.num_attention_heads, layer.attention.self.all_head_size = heads, heads * hs
     model.pruning_compacted = False
     return model
 
@@ -522,16 +525,12 @@ def expand(model: nn.Module, mask: PruneMask) -> nn.Module:
 def compact_state_dict(model: nn.Module, mask: PruneMask, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state``, a state dict of ``model``'s full-size form (as ``expand`` saves it), cut to the
     shapes of ``model`` compacted by ``mask``: what a compacted run loads when it resumes."""
+    _, _, hs, _ = _check_fits(model, mask)
     names = {module: name for name, module in model.named_modules()}
-    hs = model.config.hidden_size // model.config.num_attention_heads
     state = dict(state)
     for l, layer in enumerate(encoder_layers(model)):
-        heads = mask.heads[l].repeat_interleave(hs)  # (nh * hs,)
-        att = layer.attention.self
-        for linear, keep, rows in ((att.query, heads, True), (att.key, heads, True), (att.value, heads, True),
-                                   (layer.attention.output.dense, heads, False),
-                                   (layer.intermediate.dense, mask.ffn[l], True), (layer.output.dense, mask.ffn[l], False)):
-            weight, bias = names[linear] + ".weight", names[linear] + ".bias"
+        for parent, name, keep, rows in _cuts(layer, mask, l, hs):
+            weight, bias = f"{names[parent]}.{name}.weight", f"{names[parent]}.{name}.bias"
             keep = keep.to(state[weight].device)
             state[weight] = state[weight][keep] if rows else state[weight][:, keep]
             if rows and bias in state:
