@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import click
 
@@ -196,6 +197,87 @@ def shard_text(inputs, output, rows_per_shard, min_chars, skip_headings) -> None
     except CorpusError as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps({"output": output, "rows": m.total_rows, "shards": len(m.files)}))
+
+
+def _recipe_list() -> str:
+    from distill.recipes import shipped
+
+    return "\n".join(f"  {name}" for name in shipped())
+
+
+class _RunCommand(click.Command):
+    def format_epilog(self, ctx, formatter) -> None:  # the shipped recipes, read from the package
+        formatter.write("\nShipped recipes (run by name, or give a path; `distill cp NAME DEST` copies one):\n")
+        formatter.write(_recipe_list() + "\n")
+
+
+@main.command(name="run", cls=_RunCommand)
+@click.argument("recipe")
+@click.argument("overrides", nargs=-1)
+@click.option("--output", "-o", default=None, help="Output folder: report.md/json/png, models/, stages/ "
+                                                    "(default: out/RECIPE-NAME; also output_dir=OUT).")
+@click.option("--store", default=None, help="Where stage folders go (default OUTPUT/stages); runs that share a "
+                                            "store share every stage they compute alike.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (each stage: reused, resumed or to run, its folder, "
+                                              "its steps) and stop.")
+def run_recipe(recipe, overrides, output, store, dry_run) -> None:
+    """Run RECIPE (a shipped recipe's name or a YAML file) from task data to an evaluated, compressed
+    model. OVERRIDES are KEY=VALUE: STAGE.KEY=V (prediction.optim.lr=2e-5, corpus.n_aug=4,
+    teacher.given=PATH) or data.train=PATH. Finished stages are reused, interrupted ones resume."""
+    import time
+
+    from distill.recipes import RecipeError, load
+    from distill.runner import StageError, make_plan, print_plan, run_plan
+
+    rest = []
+    for item in overrides:  # output_dir=OUT is the --output flag
+        if item.split("=", 1)[0].strip() == "output_dir":
+            output = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("distill.train").setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # each stage loads models: their load reports are noise here
+    hf_logging.disable_progress_bar()
+    try:
+        r = load(recipe, rest)
+        output = output or os.path.join("out", r.name.replace("/", "-"))
+        t0 = time.perf_counter()
+        plan = make_plan(r, output, store)
+        print_plan(plan)
+        click.echo(f"(planned in {time.perf_counter() - t0:.1f} s)")
+        if dry_run:
+            return
+        run_plan(plan)
+    except RecipeError as e:
+        raise click.UsageError(str(e)) from None
+    except StageError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@main.command(name="cp")
+@click.argument("recipe")
+@click.argument("dest", type=click.Path())
+def cp_recipe(recipe, dest) -> None:
+    """Copy a shipped recipe (or any recipe file) to DEST to edit; run it with `distill run DEST`."""
+    from distill.recipes import RecipeError, copy_recipe
+
+    try:
+        click.echo(str(copy_recipe(recipe, dest)))
+    except RecipeError as e:
+        raise click.UsageError(str(e)) from None
+
+
+@main.command(name="ls")
+def ls_recipes() -> None:
+    """List the shipped recipes, one per line with its description."""
+    from distill.recipes import load_raw, shipped
+
+    for name in shipped():
+        description = (load_raw(name).get("description") or "").strip()
+        click.echo(f"{name:<24} {description.splitlines()[0] if description else ''}")
 
 
 if __name__ == "__main__":

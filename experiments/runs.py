@@ -3,9 +3,7 @@ times, and measuring a model's size and CPU latency."""
 from __future__ import annotations
 
 import json
-import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -13,6 +11,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+from distill.measure import median_ms, size_info  # noqa: E402,F401 (the experiments' measures are the package's)
 
 
 class Timings:
@@ -78,29 +78,3 @@ def teacher_cache(teacher: str, corpus: str, output: str, *flags: str) -> str:
     if not os.path.exists(os.path.join(output, "manifest.json")):
         distill("cache-teacher", "--teacher", teacher, "--corpus", corpus, "--output", output, *flags)
     return output
-
-
-def size_info(model_dir: str) -> dict:
-    """Parameters stored in ``model.safetensors`` (a pruned model's zeros included) and its size."""
-    from safetensors import safe_open
-
-    path = os.path.join(model_dir, "model.safetensors")
-    with safe_open(path, "pt") as f:
-        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    return {"parameters": params, "mb": round(os.path.getsize(path) / 2**20, 1)}
-
-
-def median_ms(model, inputs: list[dict], threads: int = 1, warmup: int = 5) -> float:
-    """Median milliseconds of ``model(**x)`` over ``inputs`` (each one batch), after ``warmup``
-    of them, with ``threads`` intra-op threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-    times = []
-    with torch.inference_mode():
-        for i, x in enumerate(inputs):
-            start = time.perf_counter()
-            model(**x)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)

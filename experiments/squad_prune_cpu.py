@@ -36,9 +36,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from runs import ROOT, Timings, median_ms, sh, stage, teacher_cache, write_results  # noqa: E402
+from runs import ROOT, Timings, sh, stage, teacher_cache, write_results  # noqa: E402
 
 from augment.assets import asset  # noqa: E402
+from distill.measure import pruning_summary  # noqa: E402
+from distill.measure import qa_latency_ms as latencies  # noqa: E402
 
 TEACHER = "teacher (MiniLM-L6 fine-tuned)"
 LATENCY_SEQ = 384
@@ -87,57 +89,6 @@ def evaluate(model_dir: str, holdout: str, tune: str) -> dict:
     keys = ("exact", "f1", "f1_tuned", "exact_tuned", "null_threshold", "HasAns_f1", "NoAns_f1",
             "hasans_f1_forced", "hasans_exact_forced", "null_baseline_f1", "oracle_f1", "noans_auc", "parameters", "total")
     return {k: r[k] for k in keys}
-
-
-def latencies(model_dirs: dict[str, str], holdout: str, windows: int, batch: int,
-              rounds: int = 3) -> dict[int, dict[str, float]]:
-    """Median CPU ms of one forward of 1 and of ``batch`` 384-token windows, per model, each model
-    compacted, with the machine's threads: {1: {name: ms}, batch: {name: ms}}. Batch 1 times
-    ``windows`` holdout windows a round, batch ``batch`` two batches of holdout windows a round
-    (cycled if the holdout has fewer); models take turns input by input so machine noise hits all
-    alike."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from distill.pruning import load_pruned
-    from distill.qa import QACollator, read_examples
-    from pipelines.tasks import get_task
-
-    first = next(iter(model_dirs.values()))
-    collator = QACollator(AutoTokenizer.from_pretrained(first), LATENCY_SEQ, 128, 64)
-    enc = collator.encode(read_examples(holdout, get_task("squad"))[:max(windows, 2 * batch)], padding="max_length")
-    keys = ("input_ids", "attention_mask", "token_type_ids")
-    n = len(enc["input_ids"])
-    inputs = {1: [{k: torch.tensor([enc[k][w]]) for k in keys} for w in range(min(windows, n))],
-              batch: [{k: torch.tensor([enc[k][(i * batch + j) % n] for j in range(batch)]) for k in keys}
-                      for i in range(2)]}
-    models = {name: load_pruned(d, "qa").eval() for name, d in model_dirs.items()}
-    result = {}
-    for b, xs in inputs.items():
-        times = {name: [] for name in models}
-        for _ in range(rounds):
-            for x in xs:
-                for name, model in models.items():
-                    times[name].append(median_ms(model, [x] * 2, threads=torch.get_num_threads(), warmup=1))
-        result[b] = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
-    return result
-
-
-def pruning_summary(model_dir: str, source: str | None = None) -> dict:
-    """What was kept (``pruning.json``), and for an l0 run the targets and what was reached (the
-    ``metrics.json`` of the pruning run ``source``, or of ``model_dir`` itself)."""
-    path = os.path.join(model_dir, "pruning.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        kept = json.load(f)["summary"]
-    out = {k: kept[k] for k in ("heads_kept", "heads_total", "ffn_kept", "ffn_total", "heads_per_layer")}
-    metrics = os.path.join(source or model_dir, "metrics.json")
-    if os.path.exists(metrics):
-        with open(metrics, encoding="utf-8") as f:
-            m = json.load(f)
-        out |= {k: m[k] for k in ("target_heads", "target_ffn", "reached_heads", "reached_ffn") if k in m}
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
