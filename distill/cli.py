@@ -199,6 +199,26 @@ def shard_text(inputs, output, rows_per_shard, min_chars, skip_headings) -> None
     click.echo(json.dumps({"output": output, "rows": m.total_rows, "shards": len(m.files)}))
 
 
+@main.command(name="export")
+@click.argument("model")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Directory to write (ONNX, tokenizer, "
+                                                                                "config.json, export.json).")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="Also write model_quantized.onnx (ONNX Runtime dynamic int8 quantization).")
+@click.option("--overwrite", is_flag=True, help="Replace --output if it exists.")
+def export_(model, output, quantize, overwrite) -> None:
+    """Export MODEL (a checkpoint with a task head: GLUE classifier or regressor, SQuAD QA, pruned
+    ones compact) to ONNX with dynamic batch and sequence axes, to serve with ONNX Runtime alone."""
+    from distill.export import ExportError, export
+
+    try:
+        manifest = export(model, output, quantize, overwrite)
+    except ExportError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(json.dumps({"output": output} | {k: manifest[k] for k in ("task", "files", "file_mb", "parameters",
+                                                                      "pruned", "check")}))
+
+
 def _recipe_list() -> str:
     from distill.recipes import shipped
 
