@@ -35,6 +35,10 @@ class Augmented:
     words: list[str]
     variant_words: list[list[str]]
 
+    def record(self) -> dict:
+        """``{"id", "text", "variants"}``: the JSON object ``augment text`` writes (and the service returns)."""
+        return {"id": self.id, "text": self.texts[0], "variants": self.texts[1:]}
+
 
 class Augmenter:
     """TinyBERT data augmentation with a BERT masked LM and GloVe.
@@ -80,10 +84,24 @@ class Augmenter:
         return self.generator.generate(texts, positions=positions, on_rows=on_rows)
 
     # -- augmentation ------------------------------------------------------------------------
-    def sample(self, cands: TextCandidates, example_id: str) -> list[list[str]]:
-        """The distinct variants (as word lists) of a text whose candidates are known."""
-        rng = example_rng(self.config.seed, example_id)
-        return sample_variants(cands.words, cands.candidates, self.config.p_t, self.config.n_aug, rng)
+    def sample(self, cands: TextCandidates, example_id: str, p_t: float | None = None, n_aug: int | None = None,
+               seed: int | None = None) -> list[list[str]]:
+        """The distinct variants (as word lists) of a text whose candidates are known.
+
+        ``p_t``, ``n_aug`` and ``seed`` override the config's for this text (sampling only: the
+        candidates do not depend on them, which lets the service share one candidate batch between
+        requests that sample differently).
+        """
+        c = self.config
+        rng = example_rng(c.seed if seed is None else seed, example_id)
+        return sample_variants(cands.words, cands.candidates, c.p_t if p_t is None else p_t,
+                               c.n_aug if n_aug is None else n_aug, rng)
+
+    def augmented(self, text: str, example_id: str, cands: TextCandidates, **sampling) -> Augmented:
+        """One text's :class:`Augmented` from its candidates (``sampling``: see :meth:`sample`)."""
+        variants = self.sample(cands, example_id, **sampling)
+        return Augmented(id=example_id, texts=[text] + [" ".join(v) for v in variants],
+                         words=cands.words, variant_words=variants)
 
     def augment_batch(self, texts: Sequence[str], ids: Sequence[str] | None = None,
                       positions=None) -> list[Augmented]:
@@ -91,12 +109,8 @@ class Augmenter:
         ids = list(texts) if ids is None else [str(i) for i in ids]
         if len(ids) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(ids)} ids")
-        out = []
-        for text, example_id, cands in zip(texts, ids, self.candidates(texts, positions=positions)):
-            variants = self.sample(cands, example_id)
-            out.append(Augmented(id=example_id, texts=[text] + [" ".join(v) for v in variants],
-                                 words=cands.words, variant_words=variants))
-        return out
+        return [self.augmented(text, example_id, cands)
+                for text, example_id, cands in zip(texts, ids, self.candidates(texts, positions=positions))]
 
     def augment(self, text: str, example_id: str | None = None) -> list[str]:
         """The original text followed by its distinct variants."""

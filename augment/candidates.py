@@ -36,6 +36,12 @@ class TextCandidates:
     sources: dict[int, str] = field(default_factory=dict)
     mlm_topk: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
+    def record(self, text: str) -> dict:
+        """``{"text", "words", "candidates": {position: [words]}}``: the JSON object ``augment
+        candidates`` writes (and the service returns); positions are strings, as JSON keys are."""
+        return {"text": text, "words": self.words,
+                "candidates": {str(p): words for p, words in self.candidates.items()}}
+
 
 def drop_continuations(tokens: Iterable[str]) -> list[str]:
     """Drop WordPiece continuation pieces (those starting with ``##``), keeping order."""

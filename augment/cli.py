@@ -33,8 +33,8 @@ class NAugType(click.ParamType):
                 self.fail(str(e), param, ctx)
 
 
-def algorithm_options(f):
-    """The algorithm and compute options shared by every command."""
+def engine_options(f):
+    """The algorithm and compute options of the engine, shared by every command."""
     options = [
         click.option("--teacher", required=True, help="Masked-LM teacher: hub name (bert-base-uncased) or local path."),
         click.option("--glove", required=True, type=click.Path(exists=True), help="GloVe text file (word v1 ... vd)."),
@@ -57,6 +57,15 @@ def algorithm_options(f):
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
                      show_default=True, help="Teacher precision; float32 is exact."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def algorithm_options(f):
+    """The engine options and the input options of the commands that read texts."""
+    options = [
         click.option("--text", "texts", multiple=True, help="A text to process (repeatable)."),
         click.option("--input", "input_file", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="UTF-8 file with one text per line ('-' not supported; use --text for a few)."),
@@ -64,7 +73,7 @@ def algorithm_options(f):
     ]
     for option in reversed(options):
         f = option(f)
-    return f
+    return engine_options(f)
 
 
 def _config(params: dict) -> AugmentConfig:
@@ -141,9 +150,7 @@ def candidates(**params) -> None:
     with _progress(params, len(items)) as bar:
         for chunk in _chunks(items, 256):
             for (_, text), c in zip(chunk, aug.candidates([t for _, t in chunk])):
-                record = {"text": text, "words": c.words,
-                          "candidates": {str(p): words for p, words in c.candidates.items()}}
-                click.echo(json.dumps(record, ensure_ascii=False))
+                click.echo(json.dumps(c.record(text), ensure_ascii=False))
             bar.update(len(chunk))
 
 
@@ -159,12 +166,69 @@ def text(fmt: str, **params) -> None:
         for chunk in _chunks(items, 256):
             for result in aug.augment_batch([t for _, t in chunk], [i for i, _ in chunk]):
                 if fmt == "jsonl":
-                    click.echo(json.dumps({"id": result.id, "text": result.texts[0], "variants": result.texts[1:]},
-                                          ensure_ascii=False))
+                    click.echo(json.dumps(result.record(), ensure_ascii=False))
                 else:
                     for t in result.texts:
                         click.echo(t)
             bar.update(len(chunk))
+
+
+@main.command()
+@engine_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback needs --token-file.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="File holding a bearer token; /v1/* then require 'Authorization: Bearer TOKEN'.")
+@click.option("--max-batch-texts", type=int, default=128, show_default=True,
+              help="Texts per engine batch (texts of concurrent requests merged).")
+@click.option("--max-wait-ms", type=float, default=5.0, show_default=True,
+              help="How long a batch's first request waits for others to join it.")
+@click.option("--max-queue", type=int, default=32, show_default=True,
+              help="Requests held at once (waiting or being augmented); past it, 503 with Retry-After.")
+@click.option("--max-texts", type=int, default=256, show_default=True, help="Texts per request.")
+@click.option("--max-text-chars", type=int, default=20000, show_default=True, help="Characters per text (and id).")
+@click.option("--max-n-aug", type=int, default=1000, show_default=True, help="The largest n_aug a request may ask.")
+def serve(host, port, token_file, max_batch_texts, max_wait_ms, max_queue, max_texts, max_text_chars, max_n_aug,
+          **params) -> None:
+    """Serve augmentation over HTTP: POST /v1/augment, /v1/candidates; GET /healthz, /v1/info.
+
+    The teacher and GloVe load once; --p-t, --n-aug and --seed are the requests' defaults. See
+    docs/service.md.
+    """
+    try:
+        from augment import serve as service
+    except ImportError as e:  # starlette/uvicorn come with the extra
+        raise click.ClickException(f"augment serve needs the serve extra: pip install 'bert-compress[serve]' ({e})")
+    limit_flags = {"max_texts": max_texts, "max_text_chars": max_text_chars, "max_n_aug": max_n_aug,
+                   "max_queue": max_queue, "max_batch_texts": max_batch_texts, "max_wait_ms": max_wait_ms}
+    try:
+        limits = service.Limits(**limit_flags)
+    except ValueError as e:
+        field = str(e).split()[0]
+        raise click.BadParameter(str(e), param_hint=f"'--{field.replace('_', '-')}'") from None
+    token = None
+    if token_file:
+        try:
+            token = service.read_token(token_file)
+        except (OSError, ValueError) as e:
+            raise click.BadParameter(str(e), param_hint="'--token-file'") from None
+    try:
+        service.check_binding(host, token)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if params["n_aug"] > limits.max_n_aug:
+        raise click.BadParameter(f"the default n_aug {params['n_aug']} is over --max-n-aug {limits.max_n_aug}",
+                                 param_hint="'--n-aug'")
+    if not 0 <= params["seed"] <= service.SEED_MAX:
+        raise click.BadParameter(f"must be in [0, {service.SEED_MAX}] for the service, got {params['seed']}",
+                                 param_hint="'--seed'")
+    aug = _load(params)
+    info = service.service_info(params["teacher"], params["glove"], aug.config, limits)
+    app = service.create_app(aug, info, limits, token)
+    click.echo(f"augment serve: engine {info['engine']} (teacher {params['teacher']}, GloVe {params['glove']}) "
+               f"on http://{host}:{port}", err=True)
+    service.serve(app, host, port, log_level="info" if logging.getLogger().level <= logging.INFO else "warning")
 
 
 if __name__ == "__main__":

@@ -7,74 +7,27 @@ version); a run whose fingerprint matches an existing manifest reuses that corpu
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any
 
+from augment import identity
+from augment.identity import TOKENIZER_FILES, canonical_json, fingerprint, package_version  # noqa: F401 (re-exported)
 from pipelines import fs
 from pipelines.shards import FORMAT, FORMAT_VERSION, MANIFEST, CorpusError  # noqa: F401 (re-exported)
 
 DEAD_LETTER = "dead-letter.jsonl"
-# What decides the words (vocabulary, casing) and which tokens are special (never candidates).
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                   "tokenizer.json")
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("bert-compress")
-    except Exception:  # not installed: the source tree's version
-        from augment import __version__
-
-        return __version__
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def fingerprint(identity: dict) -> str:
-    """SHA-256 (hex, first 16 digits) of the canonical JSON of ``identity``."""
-    return hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()[:16]
 
 
 def teacher_identity(teacher: str) -> dict:
-    """{name, weights_sha256, tokenizer_sha256} of a teacher: a model folder (local or URL) or a hub name.
-
-    The weights hash covers every ``*.safetensors`` / ``*.bin`` file in name order; the tokenizer
-    hash the :data:`TOKENIZER_FILES` present (what decides the words, and which tokens are special
-    and so never candidates). A hub name is resolved through the Hugging Face cache (downloading if
-    needed, as loading the teacher would).
-    Raises ``FileNotFoundError`` when no weights file is found.
-    """
-    weights = fs.match(fs.join(teacher, "*.safetensors")) + fs.match(fs.join(teacher, "*.bin"))
-    tokenizer = [p for name in TOKENIZER_FILES for p in fs.match(fs.join(teacher, name))]
-    if not weights and "://" not in teacher and not Path(teacher).exists():
-        from transformers.utils import cached_file
-
-        for name in ("model.safetensors", "pytorch_model.bin"):
-            path = cached_file(teacher, name, _raise_exceptions_for_missing_entries=False)
-            if path:
-                weights = [path]
-                break
-        tokenizer = [p for p in (cached_file(teacher, name, _raise_exceptions_for_missing_entries=False)
-                                 for name in TOKENIZER_FILES) if p]
-    if not weights:
-        raise FileNotFoundError(f"no weights file (*.safetensors, *.bin) for teacher {teacher!r}")
-    return {"name": teacher, "weights_sha256": _combined_sha256(weights),
-            "weights_files": [fs.basename(p) for p in weights], "tokenizer_sha256": _combined_sha256(tokenizer)}
+    """{name, weights_sha256, weights_files, tokenizer_sha256} of a teacher folder (local or URL) or
+    hub name: :func:`augment.identity.teacher_identity` through Beam's file systems."""
+    return identity.teacher_identity(teacher, files=fs)
 
 
-def _combined_sha256(paths: list[str]) -> str | None:
-    """The file's SHA-256, or for several files the SHA-256 of their hashes; ``None`` for none."""
-    digests = [fs.sha256(p) for p in paths]
-    if len(digests) <= 1:
-        return digests[0] if digests else None
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
+def glove_identity(glove: str) -> dict:
+    """{path, sha256} of a GloVe file (local or URL)."""
+    return identity.glove_identity(glove, files=fs)
 
 
 def build_manifest(static: dict, shards: list[dict], counts: dict, engine: dict | None = None) -> dict:
