@@ -59,10 +59,11 @@ def text_latency_ms(model_dir: str, texts: list[str | tuple[str, str]], max_leng
 
 
 def qa_latency_ms(model_dirs: dict[str, str], data: str, windows: int = 30, batch: int = 32, rounds: int = 3,
-                  seq: int = 384) -> dict[int, dict[str, float]]:
+                  seq: int = 384, doc_stride: int = 128, max_query_length: int = 64) -> dict[int, dict[str, float]]:
     """Median CPU ms of one forward of 1 and of ``batch`` ``seq``-token windows, per QA model (each
     compacted when pruned), with the machine's threads: ``{1: {name: ms}, batch: {name: ms}}``.
 
+    Windows: ``seq`` tokens, ``doc_stride`` and ``max_query_length`` as the models were trained.
     Batch 1 times ``windows`` windows of ``data`` (SQuAD JSON or corpus) a round, batch ``batch``
     two batches a round (windows cycled if there are fewer); models take turns input by input so
     machine noise hits all alike, and the median over ``rounds`` rounds is kept."""
@@ -74,7 +75,7 @@ def qa_latency_ms(model_dirs: dict[str, str], data: str, windows: int = 30, batc
     from pipelines.tasks import get_task
 
     first = next(iter(model_dirs.values()))
-    collator = QACollator(AutoTokenizer.from_pretrained(first), seq, 128, 64)
+    collator = QACollator(AutoTokenizer.from_pretrained(first), seq, doc_stride, max_query_length)
     enc = collator.encode(read_examples(data, get_task("squad"))[:max(windows, 2 * batch)], padding="max_length")
     keys = ("input_ids", "attention_mask", "token_type_ids")
     n = len(enc["input_ids"])

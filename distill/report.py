@@ -81,17 +81,17 @@ def _link_tree(src: str, dest: str) -> None:
 # -- GLUE ------------------------------------------------------------------------------------------
 def _glue_rows(recipe: Recipe, results: dict) -> tuple[list[dict], dict]:
     ev = results["eval"]
-    metric = ev["metric"]
+    metric = ev["metric"]  # the task's metric; "score" is its value (Pearson/Spearman: their mean)
     teacher, student = ev["models"]["teacher"], ev["models"]["student"]
     rows = []
     for name, m in (("teacher", teacher), ("student", student)):
         rows.append({"name": name, "slug": "student" if name == "student" else "teacher", "model": m["model"],
-                     "metric": metric, "score": m[metric], "parameters": m["parameters"], "mb": m.get("mb"),
+                     "metric": metric, "score": m["score"], "parameters": m["parameters"], "mb": m.get("mb"),
                      "latency_ms": m.get("latency_ms"), "layers": _layers(m["model"]),
-                     "retention": m[metric] / teacher[metric] if teacher[metric] else None,
+                     "retention": m["score"] / teacher["score"] if teacher["score"] else None,
                      "speedup": (teacher["latency_ms"] / m["latency_ms"]) if m.get("latency_ms") and
                      teacher.get("latency_ms") else None})
-    return rows, {"metric": metric, "teacher": teacher[metric], "student": student[metric],
+    return rows, {"metric": metric, "teacher": teacher["score"], "student": student["score"],
                   "retention": rows[1]["retention"], "speedup": rows[1]["speedup"]}
 
 

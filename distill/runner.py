@@ -569,19 +569,23 @@ def _qa_latency_step(p: _Planner, finals: dict) -> None:
     settings = {"windows": 30, "batch": 32, "rounds": 2} | r.stages["latency"]
 
     def run(step: Step, results: dict) -> dict:
+        from distill.evaluate import trained_settings
         from distill.measure import qa_latency_ms
 
         models = {"teacher": _result(results, "teacher")} | {f"pruned {label}%": _result(results, name)
                                                              for label, name in finals.items()}
-        ms = qa_latency_ms(models, r.data["dev"], settings["windows"], settings["batch"], settings["rounds"])
-        return {"batch": settings["batch"], "models": {
+        trained = trained_settings(models["teacher"])  # time the windows the models were trained on
+        seq = trained.get("max_seq_length") or 384
+        ms = qa_latency_ms(models, r.data["dev"], settings["windows"], settings["batch"], settings["rounds"], seq,
+                           trained.get("doc_stride") or 128, trained.get("max_query_length") or 64)
+        return {"batch": settings["batch"], "seq": seq, "models": {
             name: {"latency_ms": round(ms[1][name], 2), "latency_ms_batch": round(ms[settings["batch"]][name], 1),
                    "speedup": round(ms[1]["teacher"] / ms[1][name], 3),
                    "speedup_batch": round(ms[settings["batch"]]["teacher"] / ms[settings["batch"]][name], 3)}
             for name in models}}
 
     p.add("latency", "latency", {"settings": settings, "dev": p.hasher.identify(r.data["dev"])},
-          ["teacher"] + list(finals.values()), f"batch 1 and {settings['batch']} x 384 tokens, CPU", run)
+          ["teacher"] + list(finals.values()), f"batch 1 and {settings['batch']}, the teacher's window length, CPU", run)
 
 
 # -- running ---------------------------------------------------------------------------------------

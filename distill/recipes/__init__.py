@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from distill.config import ConfigError, Config, _from_dict, merge, parse_override
+from distill.config import Config, ConfigError, _from_dict, _known, _unknown_keys, merge, parse_override
 
 RECIPES_DIR = Path(__file__).resolve().parent
 SUFFIX = ".yaml"
@@ -272,10 +272,15 @@ def _check_stage(name: str, settings: dict, task: str) -> dict:
             _type_check(where, value, kind.keys[key])
     if kind.training:  # the distill config's own checks, unknown keys first, named in full
         sections = {s: settings[s] for s in CONFIG_SECTIONS if settings.get(s)}
+        unknown = _unknown_keys(Config, sections)
+        if unknown:
+            section = unknown[0].rsplit(".", 1)[0]
+            raise RecipeError(f"unknown key stages.{name}.{unknown[0]} (known in {section}: "
+                              f"{', '.join(_known(Config, section))})")
         try:
-            _from_dict(Config, copy.deepcopy(sections), f"stages.{name}.")
+            _from_dict(Config, copy.deepcopy(sections))
         except ConfigError as e:
-            raise RecipeError(str(e)) from None
+            raise RecipeError(f"stages.{name}: {e}") from None
     for key in ("teacher", "glove", "given", "model"):
         if isinstance(settings.get(key), str):
             _need_input(f"stages.{name}.{key}", settings[key])
