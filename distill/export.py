@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -161,7 +162,9 @@ def export_onnx(model: nn.Module, head: str, names: list[str], path: str, max_le
     example = tuple(torch.from_numpy(a) for a in example_inputs(names, model.config.vocab_size).values())
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max_len)
     dims = {n: {0: batch, 1: seq} for n in names}
-    with contextlib.redirect_stdout(sys.stderr), torch.no_grad():
+    with contextlib.redirect_stdout(sys.stderr), torch.no_grad(), warnings.catch_warnings():
+        # batch and sequence are shared by every input: torch says so once per input name
+        warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape")
         torch.onnx.export(graph, example, path, dynamo=True, input_names=names, output_names=list(graph.outputs),
                           dynamic_shapes=(tuple(dims[n] for n in names),), external_data=False)
 
