@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+from augment.client import ServiceError
 from pipelines.records import Record, Reject
 from pipelines.rows import build_rows
 from pipelines.squad import AlignmentError, replaceable_positions, splice_variant, word_spans
@@ -64,12 +65,15 @@ def augment_records(engine: Engine, records: Sequence[Record], spec: TaskSpec,
     """All rows of ``records``; a record the engine fails on (alone) is rejected, not raised.
 
     Args:
-        engine: an :class:`augment.Augmenter` (or a fake with the same methods).
+        engine: an :class:`augment.Augmenter`, an :class:`augment.client.ServiceClient` (whose
+            :class:`augment.client.ServiceError` is raised, not a reject), or a fake with the same methods.
         records: accepted records of ``spec``'s task.
         augment_context: SQuAD: also augment contexts outside the answers.
     """
     try:
         return _augment(engine, records, spec, augment_context)
+    except ServiceError:  # the service, not the records, failed: fail the build (no manifest over missing rows)
+        raise
     except Exception as e:  # isolate the record(s) that break the engine
         if len(records) == 1:
             log.warning("augmenter failed on %s: %r", records[0].location, e)

@@ -25,11 +25,12 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from pipelines import fs
 from pipelines.export import export_tsv
 from pipelines.manifest import (DEAD_LETTER, FORMAT, FORMAT_VERSION, MANIFEST, CorpusError, fingerprint,
-                                package_version, read_manifest, teacher_identity)
+                                glove_identity, package_version, read_manifest, teacher_identity)
 from pipelines.readers import default_columns, tsv_header
 from pipelines.records import InputSpec
 from pipelines.rows import features
 from pipelines.shards import SHARD_PATTERN
+from pipelines.service import ServiceFlagError, ServiceLoader, service_info, service_params
 from pipelines.tasks import TaskSpec, get_task
 from pipelines.transforms import (INPUT_SPLITS, RECORDS_PER_BATCH, Augment, AugmenterLoader, ReadTask, WriteCorpus,
                                   WriteManifest)
@@ -67,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--num-shards", type=int, default=8, help="Arrow shards to write (default 8)")
     io.add_argument("--export-tsv", metavar="PATH", help="also write the authors' train_aug.tsv layout")
     eng = p.add_argument_group("augmentation (see augment.AugmentConfig)")
-    eng.add_argument("--teacher", required=True, help="masked LM: hub name or folder")
-    eng.add_argument("--glove", required=True, help="GloVe text file")
+    eng.add_argument("--teacher", help="masked LM: hub name or folder (required unless --augment-service)")
+    eng.add_argument("--glove", help="GloVe text file (required unless --augment-service)")
     eng.add_argument("--p-t", type=float, default=0.4, help="replacement probability (default 0.4)")
     eng.add_argument("--n-aug", type=int, default=20, help="N_a, sampling attempts per text (default 20)")
     eng.add_argument("--k", type=int, default=15, help="K, candidates per word (default 15)")
@@ -92,7 +93,25 @@ def build_parser() -> argparse.ArgumentParser:
                            "on the Dask runner the most workers that share the work")
     comp.add_argument("--torch-threads", type=int, help="torch threads per worker process")
     comp.add_argument("--progress-seconds", type=float, default=30.0, help="progress log period")
+    svc = p.add_argument_group("augmentation service (instead of a teacher in every worker; docs/service.md)")
+    svc.add_argument("--augment-service", metavar="URL",
+                     help="send the batches to `augment serve` at URL (its teacher, GloVe and engine settings; "
+                          "this run's --n-aug, --p-t, --seed)")
+    svc.add_argument("--augment-service-token-file", metavar="PATH", help="file holding the service's bearer token")
+    svc.add_argument("--augment-service-retry-seconds", type=float, default=300.0,
+                     help="how long a request is retried while the service is down or full (default 300); "
+                          "past it the build fails, without a manifest")
     return p
+
+
+def explicit_flags(argv: list[str] | None) -> set[str]:
+    """The destinations of the flags that ``argv`` sets (whatever their value)."""
+    parser = build_parser()
+    for action in parser._actions:
+        if action.option_strings:
+            action.default, action.required = argparse.SUPPRESS, False
+    given, _ = parser.parse_known_args(argv)
+    return set(vars(given))
 
 
 @dataclass
@@ -114,6 +133,10 @@ class RunConfig:
     progress_seconds: float = 30.0
     overwrite: bool = False
     export_tsv: str | None = None
+    service: str | None = None  # --augment-service URL
+    service_token: str | None = None
+    service_retry_seconds: float = 300.0
+    explicit: frozenset = frozenset()  # the flags the command line set (a service's settings fill the others)
 
 
 def parse_args(argv: list[str] | None) -> tuple[RunConfig, list[str]]:
@@ -133,13 +156,43 @@ def parse_args(argv: list[str] | None) -> tuple[RunConfig, list[str]]:
             parser.error(f"argument {flag}: must be >= 1, got {value}")
     if args.augment_context and spec.kind != "qa":
         parser.error(f"argument --augment-context: only for SQuAD, not {spec.name}")
-    if not os.path.isfile(args.glove) and "://" not in args.glove:
-        parser.error(f"argument --glove: no such file: {args.glove}")
+    token = _check_model_flags(parser, args)
     inputs = _resolve_inputs(parser, args, spec)
     cfg = RunConfig(spec, inputs, args.output.rstrip("/") or "/", args.teacher, args.glove, params,
                     args.augment_context, args.num_shards, args.max_records, args.records_per_batch,
-                    args.input_splits, args.torch_threads, args.progress_seconds, args.overwrite, args.export_tsv)
+                    args.input_splits, args.torch_threads, args.progress_seconds, args.overwrite, args.export_tsv,
+                    args.augment_service, token, args.augment_service_retry_seconds,
+                    frozenset(explicit_flags(argv)))
     return cfg, beam_args
+
+
+def _check_model_flags(parser, args) -> str | None:
+    """--teacher and --glove, or --augment-service (and its token, returned); errors name the flag."""
+    if not args.augment_service:
+        for flag, value in (("--teacher", args.teacher), ("--glove", args.glove)):
+            if not value:
+                parser.error(f"argument {flag}: required (or --augment-service URL)")
+        if not os.path.isfile(args.glove) and "://" not in args.glove:
+            parser.error(f"argument --glove: no such file: {args.glove}")
+        if args.augment_service_token_file:
+            parser.error("argument --augment-service-token-file: only with --augment-service")
+        return None
+    for flag, value in (("--teacher", args.teacher), ("--glove", args.glove)):
+        if value:
+            parser.error(f"argument {flag}: not with --augment-service (the service's is used, and recorded "
+                         "in the manifest from its /v1/info)")
+    if not args.augment_service.startswith(("http://", "https://")):
+        parser.error(f"argument --augment-service: a URL http://HOST:PORT, got {args.augment_service!r}")
+    if args.augment_service_retry_seconds < 0:
+        parser.error(f"argument --augment-service-retry-seconds: must be >= 0, got {args.augment_service_retry_seconds}")
+    if not args.augment_service_token_file:
+        return None
+    try:
+        from augment.serve import read_token
+
+        return read_token(args.augment_service_token_file)
+    except (OSError, ValueError) as e:
+        parser.error(f"argument --augment-service-token-file: {e}")
 
 
 def _check_misspelt(parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
@@ -306,10 +359,12 @@ def _usage_error(flag: str, message) -> None:
     build_parser().error(f"argument {flag}: {message}")
 
 
-def describe(cfg: RunConfig, teacher: dict) -> dict:
+def describe(cfg: RunConfig, teacher: dict, glove: dict | None = None) -> dict:
     """The manifest's run-independent part, fingerprint included (hashes every input: reads them).
 
-    ``teacher``: :func:`pipelines.manifest.teacher_identity` of ``cfg.teacher``.
+    ``teacher``: :func:`pipelines.manifest.teacher_identity` of ``cfg.teacher``; ``glove``:
+    :func:`pipelines.manifest.glove_identity` of ``cfg.glove`` (computed when not given). With a
+    service both come from its ``/v1/info``, so the fingerprint is the in-process build's.
     """
     from augment import AugmentConfig
 
@@ -327,7 +382,7 @@ def describe(cfg: RunConfig, teacher: dict) -> dict:
         inputs.append(entry)
     params = config.algorithm_params() | {"augment_context": cfg.augment_context, "num_shards": cfg.num_shards,
                                           "max_records": cfg.max_records}
-    glove = {"path": cfg.glove, "sha256": fs.sha256(cfg.glove)}
+    glove = glove or glove_identity(cfg.glove)
     identity = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": cfg.spec.name,
                 "inputs": [{k: v for k, v in i.items() if k != "path"} for i in inputs], "params": params,
                 "teacher": {k: teacher[k] for k in ("weights_sha256", "tokenizer_sha256")},
@@ -396,11 +451,14 @@ def run(argv: list[str] | None = None, loader=None) -> dict:
     Raises ``SystemExit`` (status 2, message naming the flag) on a flag error, before any work.
     """
     cfg, beam_args = parse_args(argv)
-    try:
-        teacher = teacher_identity(cfg.teacher)
-    except (OSError, ValueError) as e:
-        _usage_error("--teacher", e)
-    static = describe(cfg, teacher)
+    if cfg.service:
+        static, info = _describe_service(cfg)
+    else:
+        try:
+            teacher = teacher_identity(cfg.teacher)
+        except (OSError, ValueError) as e:
+            _usage_error("--teacher", e)
+        static = describe(cfg, teacher)
     try:
         existing = read_manifest(cfg.output)
     except (CorpusError, ValueError) as e:
@@ -417,6 +475,9 @@ def run(argv: list[str] | None = None, loader=None) -> dict:
     clear_output(cfg.output)
     options = PipelineOptions(beam_args + runner_defaults(beam_args))
     static["compute"]["runner"] = str(options.view_as(StandardOptions).runner or "DirectRunner")
+    if loader is None and cfg.service:
+        sampling = {k: cfg.params[k] for k in ("n_aug", "p_t", "seed")}
+        loader = ServiceLoader(cfg.service, cfg.service_token, sampling, info["engine"], cfg.service_retry_seconds)
     loader = loader or AugmenterLoader(cfg.teacher, cfg.glove, cfg.params, cfg.torch_threads)
     log.info("building corpus %s of %s from %d input(s) into %s", static["fingerprint"], cfg.spec.name,
              len(cfg.inputs), cfg.output)
@@ -433,6 +494,24 @@ def run(argv: list[str] | None = None, loader=None) -> dict:
         raise CorpusError(f"the pipeline finished without writing {fs.join(cfg.output, MANIFEST)}")
     _finish(cfg, manifest, time.monotonic() - start)
     return manifest
+
+
+def _describe_service(cfg: RunConfig) -> tuple[dict, dict]:
+    """(the manifest's static part, the service's /v1/info) of a run on ``--augment-service``: the
+    run's engine parameters become the service's (``cfg.params`` updated), and the manifest records
+    the service's /v1/info under ``service``."""
+    try:
+        info = service_info(cfg.service, cfg.service_token, min(cfg.service_retry_seconds, 30.0))
+    except ValueError as e:
+        _usage_error("--augment-service", e)
+    try:
+        cfg.params = service_params(info, cfg.service, cfg.params, set(cfg.explicit), PARAM_FLAGS)
+    except ServiceFlagError as e:
+        _usage_error(e.flag, e)
+    cfg.teacher, cfg.glove = info["teacher"]["name"], info["glove"]["path"]
+    static = describe(cfg, info["teacher"], info["glove"])
+    static["service"] = {"url": cfg.service, "info": info}
+    return static, info
 
 
 def _release(result) -> None:
