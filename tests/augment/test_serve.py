@@ -251,3 +251,37 @@ def test_client_refuses_another_engine_and_reports_refusals(augmenter, tiny_mlm,
         assert e.value.status == 422 and e.value.field == "p_t"
     with pytest.raises(ServiceError, match="no answer after"):
         ServiceClient(service.url, retry_seconds=0.5).augment_batch(["a good film"])  # stopped: refused
+
+
+@pytest.mark.integration
+def test_real_teacher_merged_requests_equal_augment_text(assets, tmp_path, monkeypatch):
+    """MiniLM and GloVe 50-d from the assets: four concurrent requests of SST-2 dev sentences with
+    two sampling settings, merged into one batch, answer exactly what `augment text` writes."""
+    import csv
+
+    monkeypatch.setenv("BERT_COMPRESS_CACHE", str(tmp_path / "cache"))
+    teacher, glove = assets / "models" / "minilm-l6-mlm", assets / "glove" / "glove.6B.50d.top100k.txt"
+    with open(assets / "glue" / "SST-2" / "dev.tsv", encoding="utf-8") as f:
+        sentences = [r[0] for r in list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:17]]
+    settings = [{"n_aug": 6, "p_t": 0.4, "seed": 42}, {"n_aug": 3, "p_t": 0.7, "seed": 5}]
+    # Each setting's 8 sentences in two requests, ids as `augment text` numbers its 8 --text texts.
+    requests = [{"texts": sentences[i:i + 4], "ids": [f"text-{j % 8}" for j in range(i, i + 4)], **settings[i // 8]}
+                for i in range(0, 16, 4)]
+    real = Augmenter.from_pretrained(str(teacher), str(glove))
+    gate = GatedEngine(real, 128, opened=False)
+    service, app = start_service(real, str(teacher), str(glove), Limits(), gate=gate)
+    with service, ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(call, service.url, "/v1/augment", body) for body in requests]
+        wait_until(lambda: app.state.batcher.admitted == len(requests), "every request in")
+        gate.gate.set()
+        answers = [f.result() for f in futures]
+    assert sum(gate.batches) == len(requests) and len(gate.batches) < len(requests)  # some were merged
+    for i, s in enumerate(settings):
+        texts = sentences[8 * i:8 * i + 8]
+        args = ["text", "--teacher", str(teacher), "--glove", str(glove), "--n-aug", str(s["n_aug"]),
+                "--p-t", str(s["p_t"]), "--seed", str(s["seed"]), *[a for t in texts for a in ("--text", t)]]
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        expected = [json.loads(line) for line in result.stdout.splitlines()]
+        got = [r for status, _, a in answers[2 * i:2 * i + 2] for r in a["results"]]
+        assert got == expected and all(status == 200 for status, _, _ in answers)
+    assert sum(len(r["variants"]) for _, _, a in answers for r in a["results"]) > 16
