@@ -56,10 +56,11 @@ RUN if [ -n "$PIP_CA_URL" ]; then export PIP_CERT=/tmp/pip-ca.pem \
 WORKDIR /opt/bert-compress
 COPY . .
 # torch stays pinned on this line too, so the resolver cannot replace it (with find-links it also
-# fills in torch's dependencies). The in-tree build leftovers go.
+# fills in torch's dependencies). The onnx extra lets the image run `distill export` (and int8).
+# The in-tree build leftovers go.
 RUN if [ -n "$PIP_CA_URL" ]; then export PIP_CERT=/tmp/pip-ca.pem \
       && python3 -c 'import sys, urllib.request as r; r.urlretrieve(*sys.argv[1:])' "$PIP_CA_URL" "$PIP_CERT"; fi \
- && pip install "torch==$TORCH_VERSION" ".[tensorboard]" \
+ && pip install "torch==$TORCH_VERSION" ".[tensorboard,onnx]" \
  && pip check \
  && rm -rf build *.egg-info /tmp/pip-ca.pem
 
