@@ -212,7 +212,7 @@ class _Planner:
             return f"{t.max_steps} steps"
         rows = _corpus_rows(corpus, cfg) if corpus else None
         if rows is None:
-            return f"{t.epochs:g} epochs (steps known once the corpus exists)"
+            return f"{t.epochs:g} epoch{'s' if t.epochs != 1 else ''} of the training data"
         per_step = t.batch_size * t.grad_accum
         return f"{math.ceil(t.epochs * rows / per_step)} steps ({t.epochs:g} epochs of {rows:,} rows)"
 
@@ -285,8 +285,8 @@ def _corpus_step(p: _Planner) -> Step | None:
 
 def _train_step(p: _Planner, name: str, kind: str, fixed: dict, reads: list[str], model_out: str,
                 corpus: str | None = None, before: Callable[[Step, dict, Config], Config] | None = None,
-                prune: bool = False, identity: dict | None = None) -> Step:
-    """A stage that runs ``distill`` training (``distill.prune`` when ``prune``) with its recipe
+                identity: dict | None = None) -> Step:
+    """A stage that runs ``distill`` training (:func:`train_in`) with its recipe
     sections and the keys ``fixed`` wires (models, data, stage). Upstream models are given by the
     paths they will have: they sit in fingerprinted folders, known before they exist. ``before``
     may change the config at run time (a data path the stage makes first); ``identity`` adds what
@@ -297,29 +297,37 @@ def _train_step(p: _Planner, name: str, kind: str, fixed: dict, reads: list[str]
     work = p.steps_text(cfg, corpus)
 
     def run(step: Step, results: dict) -> dict:
-        from distill.train import latest_checkpoint
-
         cfg_run = copy.deepcopy(cfg)
         cfg_run.output_dir = os.path.join(step.folder, "run")
         if before is not None:
             cfg_run = before(step, results, cfg_run) or cfg_run
-        resume = latest_checkpoint(cfg_run.output_dir) is not None
-        if resume:
-            print(f"      resuming from {latest_checkpoint(cfg_run.output_dir)}", flush=True)
-        if prune:
-            from distill import prune as prune_mod
-
-            metrics = prune_mod.main(cfg_run, resume=resume)
-        else:
-            from distill import train
-
-            metrics = train.main(cfg_run, resume=resume)
+        if corpus and not cfg_run.train.max_steps:  # the corpus exists now: say how many steps
+            print(f"      {p.steps_text(cfg_run, corpus)}", flush=True)
+        metrics = train_in(cfg_run)
         out = os.path.join(cfg_run.output_dir, model_out)
         if model_out == "best" and not os.path.isdir(out):
             out = os.path.join(cfg_run.output_dir, "final")
         return {"model": out, "metrics": _jsonable(metrics)}
 
     return p.add(name, kind, identity, reads, work, run)
+
+
+def train_in(cfg: Config) -> dict:
+    """Run a training config to its end in ``cfg.output_dir``, resuming from the newest checkpoint
+    there when there is one (``distill.prune`` for the prune stage, ``distill.train`` otherwise).
+    The one place that decides to resume: the recipe runner and the experiments' scripts call it."""
+    from distill.train import latest_checkpoint
+
+    checkpoint = latest_checkpoint(cfg.output_dir)
+    if checkpoint:
+        print(f"      resuming from {checkpoint}", flush=True)
+    if cfg.stage == "prune":
+        from distill import prune
+
+        return prune.main(cfg, resume=checkpoint is not None)
+    from distill import train
+
+    return train.main(cfg, resume=checkpoint is not None)
 
 
 def _jsonable(obj):
@@ -493,7 +501,7 @@ def _plan_qa(p: _Planner) -> None:
             sizing = ({"prune.target_heads": float(t), "prune.target_ffn": float(t)} if strategy == "l0"
                       else {"prune.keep_heads": float(t), "prune.keep_ffn": float(t)})
             fixed = {"stage": "prune", "task": r.task, "model.teacher": teacher_model, "data.train": train, **sizing}
-            step = _train_step(p, f"prune-{label}", "prune", fixed, ["teacher"] + upstream, "pruned", prune=True)
+            step = _train_step(p, f"prune-{label}", "prune", fixed, ["teacher"] + upstream, "pruned")
             pruned[label] = os.path.join(step.folder, "run", "pruned")
     recovered = {}
     if "recover" in s:
@@ -600,8 +608,8 @@ def print_plan(plan: Plan, out=None) -> None:
 
 
 def run_plan(plan: Plan) -> dict:
-    """Run every stage that is not complete, in order; returns the report stage's result (or the
-    results by stage when the recipe has no report). Prints each stage as it starts and ends."""
+    """Run every stage that is not complete, in order; returns each stage's result by name. Prints
+    each stage as it starts and ends, and the report's table (put into the output folder)."""
     results: dict[str, dict] = {}
     total = len(plan.steps)
     started = time.perf_counter()
@@ -637,7 +645,7 @@ def run_plan(plan: Plan) -> dict:
     if "report" in results:
         from distill.report import publish
 
-        return publish(results["report"], plan.output)
+        publish(results["report"], plan.output)
     return results
 
 

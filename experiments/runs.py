@@ -63,11 +63,14 @@ def stage(out: str, command: list[str], config: str, done: str = "final", **over
     it if it was interrupted. ``config``: a path under ``configs/``."""
     if os.path.exists(os.path.join(out, done, "config.yaml")):
         return out
-    from distill.train import latest_checkpoint
+    from distill.config import load_config
+    from distill.runner import train_in
 
-    resume = ["--resume"] if latest_checkpoint(out) else []
-    distill(*command, "--config", os.path.join(ROOT, "configs", config), *resume,
-            *[f"{k}={v}" for k, v in {"output_dir": out, **overrides}.items()])
+    step = command[command.index("--step") + 1] if "--step" in command else None
+    cfg = load_config(os.path.join(ROOT, "configs", config),
+                      [f"{k}={v}" for k, v in {"output_dir": out, **overrides}.items()], stage=command[0], step=step)
+    print("+ distill", " ".join(command), "--config", config, flush=True)
+    train_in(cfg)  # resumes from the newest checkpoint in out, as distill run does
     return out
 
 

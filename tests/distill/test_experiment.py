@@ -5,30 +5,36 @@ import os
 import pytest
 import yaml
 
-from tests.distill.conftest import stand_in_corpus
 
 
 @pytest.mark.integration
 def test_sst2_experiment_smoke(tmp_path, real_assets):
+    """The experiment through the recipe runner at smoke scale: a real corpus of 64 sentences, two
+    steps a stage; the baseline shares the corpus, teacher and general student (built once)."""
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "experiments"))
     import sst2_cpu
 
-    from distill.glue import read_tsv
-    from pipelines.tasks import get_task
-
-    # a stand-in corpus (64 originals + a copy as variant 1): this checks the wiring, not augmentation
-    rows = read_tsv(str(real_assets / "glue" / "SST-2" / "train.tsv"), get_task("sst2"))[:64]
-    corpus = stand_in_corpus(tmp_path / "corpus", rows)
-    summary = sst2_cpu.main(["--out", str(tmp_path / "out"), "--aug-corpus", str(corpus), "--teacher-steps", "2",
-                             "--general-steps", "2", "--task-steps", "2", "--latency-sentences", "8", "--dev-rows", "64"])
+    argv = ["--out", str(tmp_path / "out"), "--max-records", "64", "--n-aug", "1", "--teacher-steps", "2",
+            "--general-steps", "2", "--task-steps", "2", "--latency-sentences", "8", "--dev-rows", "64",
+            "--set", "corpus.beam_args=[--runner,apache_beam.runners.portability.fn_api_runner.FnApiRunner]"]
+    summary = sst2_cpu.main(argv)
     assert set(summary["rows"]) == {"teacher (MiniLM-L6 fine-tuned)", "TinyBERT-4, augmented",
                                     "TinyBERT-4, no augmentation"}
     tiny = summary["rows"]["TinyBERT-4, augmented"]
     assert tiny["rows"] == 64 and 0.3 < tiny["accuracy"] < 1 and tiny["parameters"] < 20e6
     assert (tmp_path / "out" / "results.md").read_text().startswith("| model |")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["task_steps"] == 2
+    stages = sorted(p.name.split("-")[0] for p in (tmp_path / "out" / "stages").iterdir() if not p.name.startswith("."))
+    # one corpus, teacher and general student; two of each student stage, eval and report
+    assert stages == ["corpus", "eval", "eval", "general", "intermediate", "intermediate", "prediction", "prediction",
+                      "report", "report", "teacher"]
+    base = summary["rows"]["TinyBERT-4, no augmentation"]["model"]
+    saved = yaml.safe_load(open(os.path.join(base, "config.yaml"), encoding="utf-8"))
+    assert saved["data"]["original_only"] is True and saved["train"]["max_steps"] == 2
+    # the same command again reuses everything: the same table
+    assert sst2_cpu.main(argv)["rows"]["TinyBERT-4, augmented"]["accuracy"] == tiny["accuracy"]
 
 
 @pytest.mark.integration

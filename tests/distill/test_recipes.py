@@ -130,7 +130,7 @@ def test_every_shipped_recipe_plans_and_runs_on_tiny_models(name, world, tmp_pat
     assert result.exit_code == 0, result.output
     assert "run " in result.output and not (out / "report.md").exists()
     recipe = load(name, tiny_overrides(name, world))
-    report = run_plan(make_plan(recipe, str(out)))
+    report = run_plan(make_plan(recipe, str(out)))["report"]
     summary = json.loads((out / "report.json").read_text())
     assert summary["recipe"] == name and len(summary["rows"]) >= 2
     assert (out / "report.md").read_text().count("\n| ") >= 2
