@@ -301,7 +301,7 @@ def _train_step(p: _Planner, name: str, kind: str, fixed: dict, reads: list[str]
         cfg_run.output_dir = os.path.join(step.folder, "run")
         if before is not None:
             cfg_run = before(step, results, cfg_run) or cfg_run
-        if corpus and not cfg_run.train.max_steps:  # the corpus exists now: say how many steps
+        if corpus and not cfg_run.train.max_steps and "rows)" not in step.work:  # the corpus exists now
             print(f"      {p.steps_text(cfg_run, corpus)}", flush=True)
         metrics = train_in(cfg_run)
         out = os.path.join(cfg_run.output_dir, model_out)
@@ -402,17 +402,24 @@ def _plan_glue(p: _Planner) -> None:
 
 
 def _cache_builder(p: _Planner):
-    """A ``before`` hook: build the teacher's prediction-layer cache over the corpus inside the
-    stage's folder (resumable by shard), and point the run at it."""
+    """A ``before`` hook: build (or reuse) the teacher's prediction-layer outputs over the training
+    data in ``STORE/teacher-cache-<fingerprint>`` and point the run at it. The fingerprint covers
+    the teacher, the data and the windows only, so every student of one teacher and corpus (another
+    learning rate, another pruned model) reads one cache. Float32 outputs, as the experiments
+    measured; resumable by shard."""
     def before(step: Step, results: dict, cfg: Config) -> Config:
         from distill.teacher_cache import build
 
-        out = os.path.join(step.folder, "teacher-cache")
+        d = cfg.data
+        key = {"teacher": p.path_identity(cfg.model.teacher), "train": p.path_identity(d.train),
+               "windows": [d.max_seq_length, d.doc_stride, d.max_query_length], "dtype": "float32",
+               "version": STAGE_VERSIONS["prediction"]}
+        out = os.path.join(p.store, f"teacher-cache-{fingerprint(key)}")
         if not os.path.exists(os.path.join(out, "manifest.json")):
-            print("      caching the teacher's outputs over the corpus", flush=True)
-            build(cfg.model.teacher, cfg.data.train, out, cfg.data.max_seq_length, cfg.data.doc_stride,
-                  cfg.data.max_query_length, device=None if cfg.train.device == "auto" else cfg.train.device,
-                  dtype="bfloat16" if cfg.train.precision == "bf16" else "float32")
+            print(f"      caching the teacher's outputs over the training data in {os.path.basename(out)}",
+                  flush=True)
+            build(cfg.model.teacher, d.train, out, d.max_seq_length, d.doc_stride, d.max_query_length,
+                  device=None if cfg.train.device == "auto" else cfg.train.device)
         cfg.data.teacher_cache = out
         return cfg
 

@@ -26,8 +26,10 @@ def test_sst2_experiment_smoke(tmp_path, real_assets):
     assert tiny["rows"] == 64 and 0.3 < tiny["accuracy"] < 1 and tiny["parameters"] < 20e6
     assert (tmp_path / "out" / "results.md").read_text().startswith("| model |")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["task_steps"] == 2
-    stages = sorted(p.name.split("-")[0] for p in (tmp_path / "out" / "stages").iterdir() if not p.name.startswith("."))
-    # one corpus, teacher and general student; two of each student stage, eval and report
+    folders = [p.name for p in (tmp_path / "out" / "stages").iterdir() if not p.name.startswith(".")]
+    # one corpus, teacher, general student and teacher cache; two of each student stage, eval and report
+    assert len([f for f in folders if f.startswith("teacher-cache-")]) == 1
+    stages = sorted(f.rsplit("-", 1)[0] for f in folders if not f.startswith("teacher-cache-"))
     assert stages == ["corpus", "eval", "eval", "general", "intermediate", "intermediate", "prediction", "prediction",
                       "report", "report", "teacher"]
     base = summary["rows"]["TinyBERT-4, no augmentation"]["model"]
