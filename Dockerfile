@@ -14,6 +14,11 @@
 #   docker run --rm -e HF_HUB_OFFLINE=1 -v $PWD/assets:/assets:ro -v $PWD/out:/out bert-compress \
 #     distill task --step prediction --config configs/sst2-cpu/prediction.yaml \
 #       model.teacher=/out/teacher/best model.student=/out/int/final data.train=/out/corpus output_dir=/out/pred
+# The augmentation service (docs/service.md): a published port needs a non-loopback bind, hence a token:
+#   docker run --rm -p 127.0.0.1:8080:8080 -e HF_HUB_OFFLINE=1 -v $PWD/assets:/assets:ro \
+#     -v $PWD/token:/run/secrets/augment-token:ro bert-compress augment serve --host 0.0.0.0 \
+#       --token-file /run/secrets/augment-token --teacher /assets/models/minilm-l6-mlm \
+#       --glove /assets/glove/glove.6B.50d.top100k.txt
 # scripts/docker_smoke.sh builds the image and runs a short job of every kind in it.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
@@ -60,7 +65,7 @@ COPY . .
 # The in-tree build leftovers go.
 RUN if [ -n "$PIP_CA_URL" ]; then export PIP_CERT=/tmp/pip-ca.pem \
       && python3 -c 'import sys, urllib.request as r; r.urlretrieve(*sys.argv[1:])' "$PIP_CA_URL" "$PIP_CERT"; fi \
- && pip install "torch==$TORCH_VERSION" ".[tensorboard,onnx]" \
+ && pip install "torch==$TORCH_VERSION" ".[tensorboard,onnx,serve]" \
  && pip check \
  && rm -rf build *.egg-info /tmp/pip-ca.pem
 
@@ -72,6 +77,8 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash bc \
  && chmod 1777 /out /cache
 ENV XDG_CACHE_HOME=/cache
 USER bc
+# `augment serve`'s default port.
+EXPOSE 8080
 # The source tree stays the working directory: `python pipelines/augment.py` and
 # `--config configs/...` work as in the README; give outputs absolute paths under /out.
 CMD ["distill", "--help"]
