@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Docker smoke test: builds the image, then runs in it (as its non-root user, no network,
-# HF_HUB_OFFLINE=1, assets mounted read-only) `augment candidates`, a 40-sentence SST-2 corpus with
+# HF_HUB_OFFLINE=1, assets mounted read-only) `augment candidates`, `augment text` and the same text
+# through `augment serve` (a detached container on a published loopback port, bearer token; one
+# request from the host must equal `augment text`'s output), a 40-sentence SST-2 corpus with
 # `python pipelines/augment.py`, and, from that corpus mounted read-only, a 4-step teacher fine-tune
 # and a 4-step `distill task --step prediction`; then loads the student on the host with plain
 # transformers and checks its logits equal the container's. Prints the image size and each step's
@@ -90,8 +92,10 @@ else
 fi
 mkdir -p "$work/out" "$work/cache" "$work/logs"
 server_pid=""
+service_name=""
 cleanup() {
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+  if [ -n "$service_name" ]; then docker rm -f "$service_name" >/dev/null 2>&1 || true; fi
   [ -n "$keep_dir" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -180,11 +184,13 @@ size=$(docker image inspect --format '{{.Size}}' "$image")
 echo "   image $image (base $base): $(awk -v s="$size" 'BEGIN { printf "%.2f GB (%d bytes)", s / 1e9, s }')"
 
 # -- jobs in the container -----------------------------------------------------------------------
+# The augmentation service's bearer token, readable by the container's user only.
+(umask 077 && "$python" -c 'import secrets; print(secrets.token_hex(16))' >"$work/token")
 # Outputs must be writable by the container's user: the invoking user's uid (outputs stay theirs),
 # or, when that is root, the image's own non-root user.
 if [ "$(id -u)" = 0 ]; then
   user_args=()
-  chown "$(docker run --rm "$image" id -u)" "$work/out" "$work/cache"
+  chown "$(docker run --rm "$image" id -u)" "$work/out" "$work/cache" "$work/token"
 else
   user_args=(--user "$(id -u):$(id -g)")
 fi
@@ -222,6 +228,50 @@ echo "   $(log_of "container check" | tail -1)"
 step "augment candidates" in_container augment candidates --teacher "$teacher" --glove "$glove" \
   --text "$sentence" --k 5
 echo "   $(log_of "augment candidates" | grep '^{' | tail -1)"
+
+step "augment text" in_container augment text --teacher "$teacher" --glove "$glove" \
+  --text "$sentence" --n-aug 4 --seed 7
+echo "   $(log_of "augment text" | grep '^{' | tail -1)"
+
+# augment serve in a detached container: it must bind 0.0.0.0 to be published, so it needs the token;
+# published on the host's loopback only. (A published port needs a network: Docker's default bridge.)
+service_name="bert-compress-smoke-serve-$$"
+service_port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+serve_check() {
+  docker run -d --name "$service_name" -p "127.0.0.1:$service_port:8080" -e HF_HUB_OFFLINE=1 \
+    -v "$assets:/assets:ro" -v "$work/cache:/cache" -v "$work/token:/run/secrets/augment-token:ro" \
+    ${user_args[@]+"${user_args[@]}"} "$image" augment serve --host 0.0.0.0 \
+    --token-file /run/secrets/augment-token --teacher "$teacher" --glove "$glove"
+  if ! "$python" - "http://127.0.0.1:$service_port" "$work/token" "$sentence" \
+      "$(log_of "augment text" | grep '^{' | tail -1)" <<'EOF'
+import json, sys, time, urllib.request
+url, token_file, sentence, expected = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+for _ in range(240):
+    try:
+        if opener.open(url + "/healthz", timeout=5).status == 200:
+            break
+    except OSError:
+        time.sleep(0.5)
+else:
+    raise SystemExit("the service did not answer /healthz within 2 minutes")
+with open(token_file) as f:
+    token = f.read().strip()
+body = json.dumps({"texts": [sentence], "n_aug": 4, "seed": 7}).encode()
+request = urllib.request.Request(url + "/v1/augment", data=body, headers={
+    "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+answer = json.loads(opener.open(request, timeout=120).read())
+print(json.dumps(answer, ensure_ascii=False))
+assert answer["results"] == [expected], f"the service answered {answer}, augment text wrote {expected}"
+EOF
+  then
+    docker logs "$service_name" 2>&1 | tail -20
+    return 1
+  fi
+  docker rm -f "$service_name" >/dev/null
+}
+step "augment serve (one request)" serve_check
+echo "   $(log_of "augment serve (one request)" | grep '^{' | tail -1)"
 
 step "corpus (pipelines/augment.py)" in_container python pipelines/augment.py --task sst2 \
   --input /assets/glue/SST-2/train.tsv --output /out/corpus --teacher "$teacher" --glove "$glove" \
