@@ -1,8 +1,15 @@
 """Candidate generation for every eligible word of many texts at once.
 
 For each text: split into words; for each eligible word, a single-piece word is a masked-LM query
-and a multi-piece word a GloVe query. All masked-LM queries of a batch of texts (deduplicated) go
-to the teacher together; all GloVe queries go to one batched nearest-neighbour search.
+and a multi-piece word a GloVe query.
+
+A text's candidates do not depend on the other texts it is given with, to the last bit, by
+construction: its masked-LM rows run in forwards of their own (:meth:`CandidateGenerator.generate`)
+and each GloVe word is queried alone (:meth:`augment.glove.GloveIndex.nearest`), so whatever texts
+share a call (batching, worker count, runner), a text's forwards are the same operations on the
+same tensors. Rows of several texts in one forward would make that depend on the matrix library:
+it may give rows at different positions of a product different kernels (MKL does on AVX-512), so
+a row's logits would move in their last bits with its neighbours.
 """
 from __future__ import annotations
 
@@ -77,6 +84,8 @@ class CandidateGenerator:
         k: K, candidates per word.
         mlm_input: ``pair`` or ``single`` (see :mod:`augment.mlm`).
         stopwords: words never replaced.
+        batch_size: masked-LM rows per forward, all of one text. pad_multiple: rows are padded to a
+            multiple of it. Both decide float rounding, hence can swap near-tied candidates.
         keep_special_tokens: keep the teacher's special tokens among masked-LM candidates (the
             authors' behaviour; see :func:`mlm_words`).
     """
@@ -125,36 +134,40 @@ class CandidateGenerator:
             if not isinstance(t, str):
                 raise TypeError(f"text {i} is {type(t).__name__}, not str (decode bytes as UTF-8 first)")
         results: list[TextCandidates] = []
-        row_index: dict[QueryRow, int] = {}
-        mlm_jobs: list[tuple[int, int, int]] = []  # (text, position, row)
+        chunks: dict[tuple[QueryRow, ...], list[tuple[int, list[tuple[int, int]]]]] = {}  # -> (text, [(row, pos)])
         glove_jobs: list[tuple[int, int]] = []
-        cls_id, sep_id, mask_id = self._special
         for t, text in enumerate(texts):
             words = self.tokenizer.words(text)
             result = TextCandidates(words=words)
             results.append(result)
             allowed = None if positions is None or positions[t] is None else set(positions[t])
-            eligible = [p for p in self.eligible_positions(words) if allowed is None or p in allowed]
-            if not eligible:
+            eligible = self.eligible_positions(words)
+            if not any(allowed is None or p in allowed for p in eligible):
                 continue
             pieces = [self.tokenizer.ids(self.tokenizer.wordpiece(w)) for w in words]
+            mlm_positions, mlm_rows = self._mlm_rows(pieces, eligible)
+            queried = set(mlm_positions)
             for pos in eligible:
-                if len(pieces[pos]) == 1:
-                    row = build_query_row(pieces, pos, cls_id=cls_id, sep_id=sep_id, mask_id=mask_id,
-                                          max_length=self.teacher.max_length, mlm_input=self.mlm_input)
-                    if row is None:  # mask beyond the teacher's positions
-                        self._set(result, pos, [], NONE)
-                        continue
-                    mlm_jobs.append((t, pos, row_index.setdefault(row, len(row_index))))
-                else:
+                if allowed is not None and pos not in allowed:
+                    continue
+                if len(pieces[pos]) > 1:
                     glove_jobs.append((t, pos))
-        if row_index:
-            ids, vals = self.teacher.topk(list(row_index), self.k, batch_size=self.batch_size,
-                                          pad_multiple=self.pad_multiple, on_batch=on_rows)
-            for t, pos, r in mlm_jobs:
-                words = mlm_words(self.tokenizer, ids[r], self.keep_special_tokens)
-                self._set(results[t], pos, words, MLM)
-                results[t].mlm_topk[pos] = (ids[r], vals[r])
+                elif pos not in queried:  # mask beyond the teacher's positions
+                    self._set(result, pos, [], NONE)
+            # The text's forwards: its rows, batch_size at a time, whichever of them are wanted; so
+            # they are the same operations on the same tensors whatever texts share this call.
+            for start in range(0, len(mlm_rows), self.batch_size):
+                wanted = [(r, p) for r, p in enumerate(mlm_positions[start:start + self.batch_size])
+                          if allowed is None or p in allowed]
+                if wanted:  # the same text in several jobs (a SQuAD context) runs each forward once
+                    chunks.setdefault(tuple(mlm_rows[start:start + self.batch_size]), []).append((t, wanted))
+        for chunk, users in chunks.items():
+            ids, vals = self.teacher.topk(list(chunk), self.k, batch_size=len(chunk), pad_multiple=self.pad_multiple,
+                                          on_batch=on_rows)
+            for t, wanted in users:
+                for r, pos in wanted:
+                    self._set(results[t], pos, mlm_words(self.tokenizer, ids[r], self.keep_special_tokens), MLM)
+                    results[t].mlm_topk[pos] = (ids[r], vals[r])
         if glove_jobs:
             neighbours = self.glove.nearest([results[t].words[p] for t, p in glove_jobs], self.k)
             for (t, pos), found in zip(glove_jobs, neighbours):
@@ -163,6 +176,21 @@ class CandidateGenerator:
             r.candidates = dict(sorted(r.candidates.items()))
             r.sources = dict(sorted(r.sources.items()))
         return results
+
+    def _mlm_rows(self, pieces: Sequence[Sequence[int]], eligible: Sequence[int]) -> tuple[list[int], list[QueryRow]]:
+        """The masked-LM rows of a text: one per eligible single-piece word whose mask falls within
+        the teacher's positions, in word order, with their positions. All of them, whichever
+        positions a caller allows: they decide the text's forwards."""
+        cls_id, sep_id, mask_id = self._special
+        out_positions, out_rows = [], []
+        for pos in eligible:
+            if len(pieces[pos]) == 1:
+                row = build_query_row(pieces, pos, cls_id=cls_id, sep_id=sep_id, mask_id=mask_id,
+                                      max_length=self.teacher.max_length, mlm_input=self.mlm_input)
+                if row is not None:
+                    out_positions.append(pos)
+                    out_rows.append(row)
+        return out_positions, out_rows
 
     @staticmethod
     def _set(result: TextCandidates, pos: int, found: list[str], source: str) -> None:

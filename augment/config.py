@@ -23,11 +23,13 @@ def authors_n_aug(task: str) -> int:
 
 
 def default_batch_size(device: str) -> int:
-    """Masked-LM rows per forward when none is given. Every forward is filled up to this many rows
-    (see ``MaskedLMTeacher.topk``), and a CPU pays for filler rows as for real ones: on SST-2 with
-    the MiniLM teacher, 128 texts per call, 8 rows cost 1.13x the unfilled batching at 1 thread
-    (16: 1.20x, 32: 1.24x) and 1.23x at 2 (16: 1.14x). A GPU runs 64 rows in about the time of 8.
-    Not tied to the thread count: the rows' rounding would then differ between worker setups."""
+    """Masked-LM rows per forward when none is given; a forward holds one text's rows only
+    (``augment.candidates``), so most SST-2 texts fit one or two forwards of 8. On 200 SST-2 dev
+    sentences with the MiniLM teacher (2 threads, AVX-512) per-text forwards of 8 rows took 1.15x
+    the time of the earlier forwards of 8 rows of any texts (16: 1.09x, 64: 1.07x); 8 keeps a long
+    text's attention maps small. A GPU runs 64 rows in about the time of 8, but a text rarely has
+    that many, so per-text forwards leave much of a GPU idle (not measured: no GPU here). Not tied
+    to the thread count: the rows' rounding would then differ between worker setups."""
     return 8 if device == "cpu" else 64
 
 
@@ -50,11 +52,11 @@ class AugmentConfig:
             ``##`` pieces (a ``[SEP]`` written into a variant becomes a separator for the student).
 
     Compute (how the output is computed):
-        batch_size: masked-LM rows per forward (None: 8 on a CPU, 64 on a GPU). pad_multiple: rows
-            are padded to a multiple of it. Every forward has ``batch_size`` rows of one padded
-            length, so the output does not depend on how texts are batched or on worker counts;
-            other values of these two change only the float rounding, which can reorder candidates
-            whose logits tie to ~1e-6.
+        batch_size: masked-LM rows per forward, all of one text (None: 8 on a CPU, 64 on a GPU).
+            pad_multiple: rows are padded to a multiple of it. A text's forwards hold its rows only,
+            so its output does not depend on how texts are batched or on worker counts, to the last
+            bit; other values of these two change only the float rounding, which can reorder
+            candidates whose logits tie to ~1e-6.
         device: ``cpu``, ``cuda``, ``cuda:1``... dtype: ``float32`` (exact), ``bfloat16``, ``float16``.
     """
 

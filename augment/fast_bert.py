@@ -60,8 +60,9 @@ def _context(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.
     if q.shape[2] > 1:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
     # One query per sequence (the last layer, at the mask): plain matmuls. With several threads,
-    # SDPA's single-query CPU kernel splits the keys by the batch's shape, so a row's result would
-    # depend on the other rows of its batch; these matmuls compute each row alone.
+    # SDPA's single-query CPU kernel splits the keys by the batch's shape. (Whether a row's result
+    # may depend on the other rows of its forward does not matter for the output: a forward holds
+    # one text's rows only, augment/candidates.py.)
     scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, nh, 1, T)
     scores = scores.masked_fill(~key_mask, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v  # (B, nh, 1, hs)

@@ -1,8 +1,8 @@
 """GloVe nearest neighbours for multi-piece words (TinyBERT augmentation).
 
 The text file is parsed once into a float32 matrix of unit-normalised rows and cached as a
-``.npy`` file that later loads memory-mapped (about a second for 400k x 300). Queries are batched:
-one matrix product against the whole table, then a top-k per row.
+``.npy`` file that later loads memory-mapped (about a second for 400k x 300). A query is
+one matrix product of its word against the whole table, then a top-k.
 """
 from __future__ import annotations
 
@@ -200,13 +200,16 @@ class GloveIndex:
         return cls(words, vectors, source=source or meta.get("source", str(entry)))
 
     # -- queries -----------------------------------------------------------------------------
-    def nearest(self, words: Sequence[str], k: int, chunk: int = 16) -> list[list[str]]:
+    def nearest(self, words: Sequence[str], k: int) -> list[list[str]]:
         """The ``k`` nearest words by cosine for each query word (itself excluded).
 
         A word without a vector gets ``[]``. Ties are broken by row order (lower row first).
-        Results are cached per (word, k). Queries run ``chunk`` at a time, the last chunk filled up
-        with copies of a query, so every product has the same shape and a word's scores are
-        bit-identical whatever other words are queried with it (or were cached before).
+        Results are cached per (word, k). Each word is queried alone, one (1, d) x (d, V) product,
+        so its scores are the same operations on the same operands whatever other words are
+        queried with it or were cached before: bit-identical on any CPU. (In a product of several
+        words the matrix library may give each row another kernel.) Alone costs about 5x a word
+        batched with 15 others, once per distinct word: 0.4 ms for 100k x 50, 18 ms for 400k x 300
+        (2 threads, AVX-512).
         """
         out: list[list[str] | None] = [None] * len(words)
         todo: dict[str, list[int]] = {}
@@ -219,16 +222,13 @@ class GloveIndex:
                 out[i] = []
             else:
                 todo.setdefault(word, []).append(i)
-        pending = list(todo)
-        self.cache_misses += len(pending)
-        for start in range(0, len(pending), chunk):
-            batch = pending[start : start + chunk]
-            rows = np.array([self.index[w] for w in batch] + [self.index[batch[-1]]] * (chunk - len(batch)))
-            for word, ids in zip(batch, self._topk_rows(rows, k)):
-                result = [self.words[j] for j in ids]
-                self._cache[(word, k)] = result
-                for i in todo[word]:
-                    out[i] = result
+        self.cache_misses += len(todo)
+        for word, where in todo.items():
+            (ids,) = self._topk_rows(np.array([self.index[word]]), k)
+            result = [self.words[j] for j in ids]
+            self._cache[(word, k)] = result
+            for i in where:
+                out[i] = result
         return out  # type: ignore[return-value]
 
     def _topk_rows(self, rows: np.ndarray, k: int) -> list[np.ndarray]:

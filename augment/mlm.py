@@ -7,12 +7,14 @@ identical to the paper). Rows are grouped by a canonical padded length (``pad_mu
 through the encoder in inference mode, and only the hidden state at the mask goes through the
 vocabulary projection.
 
-Batch invariance: a row is padded to a canonical length, and every forward runs ``batch_size``
-rows of one length (the last batch filled up with copies). The matrix library chooses kernels and
-blocking by shape, so equal shapes make a row's logits bit-identical whichever rows share its batch:
-output does not depend on how texts are batched or split across workers (tested to the last bit).
-A different ``batch_size`` or ``pad_multiple`` changes shapes, hence rounding (~1e-6), which can
-only reorder candidates tied within it.
+Batch invariance: a row's logits are a function of the rows it is given with to :meth:`topk`
+(rows of one canonical length run ``batch_size`` at a time, in the order given), and the candidate
+generator gives each text's rows alone, so a text's candidates do not depend on which other texts
+share a call, to the last bit, on any CPU (the same operations on the same tensors). Equal shapes
+would not be enough: the matrix library may compute rows at different positions of one product
+with different kernels (MKL's float32 GEMM does on AVX-512), so a row's last bits would move with
+its place in a shared batch. A different ``batch_size``, ``pad_multiple``, device, dtype, CPU kind
+or thread count changes rounding (~1e-6 here), which can only reorder candidates tied within it.
 """
 from __future__ import annotations
 
@@ -142,6 +144,10 @@ class MaskedLMTeacher:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` vocabulary ids by logit at each row's mask.
 
+        Rows are grouped by canonical length (``pad_multiple``); each group runs ``batch_size`` rows
+        at a time in the order given, the last forward holding the rest. So a row's logits depend on
+        ``rows`` (which rows share its forward), not on anything else.
+
         Returns:
             ids (n, k) int64 and logits (n, k) float32, best first; ties broken by lower id.
         """
@@ -153,18 +159,12 @@ class MaskedLMTeacher:
         if self.type_vocab_size < 2 and any(1 in r.token_type_ids for r in rows):
             raise TeacherError("teacher has a single segment embedding; use mlm_input='single'")
         lengths = np.array([padded_length(len(r.input_ids), pad_multiple, self.max_length) for r in rows])
-        # Every forward has the same shape, batch_size rows of one canonical length: the last batch
-        # of a length is filled up with copies of its last row. The matrix library picks its
-        # kernels and blocking by shape, so equal shapes make each row's logits bit-identical
-        # whatever other rows share its batch (how texts were batched, worker counts).
         for length in np.unique(lengths):
             group = np.flatnonzero(lengths == length)
             for start in range(0, len(group), batch_size):
                 idx = group[start : start + batch_size]
-                batch = [rows[i] for i in idx]
-                batch += [batch[-1]] * (batch_size - len(batch))
-                ids, vals = self._run(batch, int(length), k)
-                out_ids[idx], out_val[idx] = ids[: len(idx)], vals[: len(idx)]
+                ids, vals = self._run([rows[i] for i in idx], int(length), k)
+                out_ids[idx], out_val[idx] = ids, vals
                 self.rows_run += len(idx)
                 if on_batch:
                     on_batch(len(idx))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from augment.words import STOPWORDS
+from tests.numerics import LAMBDA, U32, float32_bound
 
 
 def load_python_tokenizer(path: str):
@@ -137,6 +138,19 @@ def within_tolerance(a, b, score, tol: float) -> tuple[bool, int]:
             return False, swaps
         swaps += 1
     return True, swaps
+
+
+def tolerances(engine, ref: "PerWordReference", texts) -> tuple[float, float]:
+    """How near two candidates must score for the engine and the reference to rank them either
+    way. Masked LM: the two compute the same logits by other operations, within float32_bound of
+    each other (tests/numerics.py; at the teacher's longest rows) relative to the largest |logit| of
+    the texts' rows, so a swap needs reference logits within twice that. GloVe: the reference's
+    float64 cosines are exact to float32's eyes; the engine's are sums of d products of float32 unit
+    vectors (within lambda sqrt(d) u) stored rounded (2 u), so a swap needs cosines within twice that."""
+    scale = max((float(abs(detail[1]).max()) for text in texts for source, _, detail in ref.candidates(text).values()
+                 if source == "mlm"), default=0.0)
+    dim = engine.glove.dim
+    return 2 * float32_bound(engine.teacher.model.config, engine.teacher.max_length) * scale, 2 * (LAMBDA * dim ** 0.5 + 2) * U32
 
 
 def compare(ref: PerWordReference, engine_cands, text: str, tol_logit: float = 1e-4, tol_cos: float = 1e-5) -> dict:

@@ -4,7 +4,7 @@ import pytest
 
 from augment import Augmenter, AugmentConfig
 from augment.candidates import CandidateGenerator
-from tests.augment.per_word_reference import PerWordReference, compare, load_python_tokenizer
+from tests.augment.per_word_reference import PerWordReference, compare, load_python_tokenizer, tolerances
 
 TEXTS = [
     "The acting is heartfelt and the story is wonderfully dull.",
@@ -24,9 +24,11 @@ def augmenter(tiny_mlm, tiny_glove, tmp_path_factory):
 
 
 def test_candidates_equal_per_word_reference(augmenter, tiny_mlm, tiny_glove):
-    ref = PerWordReference(augmenter.teacher.model, load_python_tokenizer(str(tiny_mlm)), str(tiny_glove), k=5)
+    ref = PerWordReference(augmenter.teacher.model, load_python_tokenizer(str(tiny_mlm)), str(tiny_glove), k=5,
+                           memoise=True)
+    tol_logit, tol_cos = tolerances(augmenter, ref, TEXTS)  # near-ties rounding may swap
     for text, cands in zip(TEXTS, augmenter.candidates(TEXTS)):
-        report = compare(ref, cands, text)
+        report = compare(ref, cands, text, tol_logit=tol_logit, tol_cos=tol_cos)
         assert report["mismatches"] == [], text
         assert report["positions"] == len(cands.candidates)
 
@@ -41,10 +43,11 @@ def test_special_tokens_in_the_top_k_are_dropped_unless_kept(tiny_mlm, tiny_glov
     aug = Augmenter.from_pretrained(str(tiny_mlm), str(tiny_glove), glove_cache_dir=str(tmp_path), k=k,
                                     keep_special_tokens=keep)
     ref = PerWordReference(aug.teacher.model, load_python_tokenizer(str(tiny_mlm)), str(tiny_glove), k=k,
-                           keep_special_tokens=keep)
+                           keep_special_tokens=keep, memoise=True)
+    tol_logit, tol_cos = tolerances(aug, ref, TEXTS)  # near-ties rounding may swap
     mlm = 0
     for text, cands in zip(TEXTS, aug.candidates(TEXTS)):
-        report = compare(ref, cands, text)
+        report = compare(ref, cands, text, tol_logit=tol_logit, tol_cos=tol_cos)
         assert report["mismatches"] == [], text
         for pos, (ids, _) in cands.mlm_topk.items():
             pieces = aug.tokenizer.tokens(ids)  # the raw top-K: the authors' list before filtering
@@ -54,6 +57,56 @@ def test_special_tokens_in_the_top_k_are_dropped_unless_kept(tiny_mlm, tiny_glov
             assert (SPECIAL <= set(cands.candidates[pos])) == keep
             mlm += 1
     assert mlm >= 10
+
+
+def test_a_texts_candidates_do_not_depend_on_the_texts_it_is_given_with(augmenter, monkeypatch):
+    # Exact by construction: every masked-LM forward holds the rows of one text (checked below) and
+    # every GloVe word is queried alone (test_glove), so a text's candidates come from the same
+    # operations on the same tensors whichever texts share the call: batches, workers, runners.
+    from augment.mlm import MaskedLMTeacher
+    from tests.numerics import not_exact
+
+    texts = [t for t in TEXTS if t.strip()] + ["the story of a great film and its funny cast , wonderful music",
+                                               "love the plot , hate the script"]
+    gen = augmenter.generator
+    per_text = {}
+    for text in texts:
+        words = augmenter.words(text)
+        pieces = [augmenter.tokenizer.ids(augmenter.tokenizer.wordpiece(w)) for w in words]
+        per_text[text] = set(gen._mlm_rows(pieces, gen.eligible_positions(words))[1])
+    forwards = []
+    run = MaskedLMTeacher._run
+    monkeypatch.setattr(MaskedLMTeacher, "_run", lambda self, rows, length, k: forwards.append(set(rows))
+                        or run(self, rows, length, k))
+    together = augmenter.candidates(texts)
+    assert len(forwards) > len(texts) // 2 and all(any(f <= rows for rows in per_text.values()) for f in forwards)
+    assert any(len(f) > 1 for f in forwards)  # rows of a text share forwards
+    rng = random.Random(0)
+    for _ in range(3):
+        order = rng.sample(range(len(texts)), len(texts))
+        cut = rng.randrange(1, len(texts))
+        for part in (order[:cut], order[cut:]):
+            for i, got in zip(part, augmenter.candidates([texts[i] for i in part])):
+                assert got.candidates == together[i].candidates, texts[i]
+                for pos, (ids, logits) in together[i].mlm_topk.items():
+                    assert (got.mlm_topk[pos][0] == ids).all() and (got.mlm_topk[pos][1] == logits).all(), \
+                        not_exact(f"logits of {texts[i]!r} at {pos}")
+
+
+def test_a_squad_context_shared_by_several_questions_runs_its_forwards_once(augmenter):
+    # Its jobs allow other positions (each question's answer is kept), yet their forwards are the
+    # same: the text's rows, batch_size at a time, whichever of them are wanted.
+    text = "the story of a great film and its funny cast , wonderful music and a good plot"
+    before = augmenter.teacher.forward_calls
+    alone = augmenter.candidates([text])[0]
+    once = augmenter.teacher.forward_calls - before
+    before = augmenter.teacher.forward_calls
+    jobs = augmenter.candidates([text, text, text], positions=[[1, 4], [4, 8, 9], None])
+    assert augmenter.teacher.forward_calls - before == once
+    assert sorted(jobs[0].candidates) == [1, 4] and sorted(jobs[1].candidates) == [4, 8, 9]
+    assert jobs[2].candidates == alone.candidates
+    for job in jobs[:2]:
+        assert all(job.candidates[p] == alone.candidates[p] for p in job.candidates)
 
 
 def test_sources_follow_wordpiece_split(augmenter):
