@@ -138,6 +138,11 @@ def run_clients(port: int, bodies: list[dict], clients: int, until: float | None
     return time.perf_counter() - start, out
 
 
+def load() -> str:
+    """The 1-minute load average (other work on the machine shows here)."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
@@ -164,12 +169,14 @@ def throughput(args, texts: list[str]) -> list[dict]:
     engine_rate = len(texts) / (time.perf_counter() - t)
     rows = [{"setting": f"in-process engine ({step}-text batches)", "texts/s": engine_rate, "vs engine": 1.0,
              "p50 ms": None, "p99 ms": None, "errors": 0}]
-    print(f"engine: {engine_rate:.1f} texts/s ({torch.get_num_threads()} torch threads)", flush=True)
+    print(f"engine: {engine_rate:.1f} texts/s ({torch.get_num_threads()} torch threads); load average {load()}",
+          flush=True)
     del engine
     service = Service(args.teacher, args.glove, free_port(), "--max-batch-texts", str(step), "--max-queue", "64")
     try:
         run_clients(service.port, bodies, 16)  # warm-up, untimed
         for clients in args.clients:
+            before = request(service.port, "GET", "/healthz")[2]
             seconds, out = run_clients(service.port, bodies, clients)
             wrong = sum(1 for status, _, i, a in out
                         if status != 200 or a["results"] != [expected[x] for x in bodies[i]["ids"]])
@@ -179,8 +186,9 @@ def throughput(args, texts: list[str]) -> list[dict]:
             rows.append({"setting": f"service, {clients} client(s) x {TEXTS_PER_REQUEST}-text requests",
                          "texts/s": rate, "vs engine": rate / engine_rate, "p50 ms": 1000 * percentile(lat, 0.5),
                          "p99 ms": 1000 * percentile(lat, 0.99), "errors": wrong,
-                         "largest batch": health["largest_batch_texts"]})
-            print(f"{clients} clients: {rate:.1f} texts/s, errors {wrong}", flush=True)
+                         "texts per engine batch": (health["texts"] - before["texts"])
+                         / max(1, health["batches"] - before["batches"])})
+            print(f"{clients} clients: {rate:.1f} texts/s, errors {wrong}; load average {load()}", flush=True)
         rows[-1]["service peak RSS MB"] = service.peak_rss_mb()
     finally:
         service.stop()
