@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 ENGINE_HEADER = "X-Augment-Engine"  # every answer names the engine (its /v1/info "engine" fingerprint)
+BODY_SECONDS = 60  # how long a request that holds a place in the queue may take to send its body
 SEED_MAX = 2**32 - 1  # the engine uses a seed's low 32 bits: larger seeds would alias smaller ones
 
 
@@ -493,7 +494,11 @@ def create_app(augmenter, info: dict, limits: Limits = Limits(), token: str | No
                 return error(RequestError(503, None, f"the queue is full ({limits.max_queue} requests); retry after "
                                                      f"{wait} s"), {"Retry-After": str(wait)})
             try:
-                job = parse_request(kind, parse_json(await read_body(request)), limits, defaults)
+                try:  # a client that holds its place without sending the body loses it
+                    body = await asyncio.wait_for(read_body(request), BODY_SECONDS)
+                except asyncio.TimeoutError:
+                    raise RequestError(408, "body", f"the body did not arrive within {BODY_SECONDS} s") from None
+                job = parse_request(kind, parse_json(body), limits, defaults)
                 results = await batcher.submit(job)
             except RequestError as e:
                 return error(e)

@@ -285,3 +285,29 @@ def test_real_teacher_merged_requests_equal_augment_text(assets, tmp_path, monke
         got = [r for status, _, a in answers[2 * i:2 * i + 2] for r in a["results"]]
         assert got == expected and all(status == 200 for status, _, _ in answers)
     assert sum(len(r["variants"]) for _, _, a in answers for r in a["results"]) > 16
+
+
+def test_serve_command_builds_the_service_from_its_flags(tiny_mlm, tiny_glove, monkeypatch, cache):
+    """`augment serve` loads the engine from the engine flags, takes --n-aug/--p-t/--seed as the
+    requests' defaults and the limits from its own flags (uvicorn replaced by a service in a thread)."""
+    import augment.serve
+
+    seen = {}
+
+    def fake_serve(app, host, port, log_level="warning"):
+        seen["host"], seen["port"] = host, port
+        with augment.serve.RunningService(app) as service:
+            seen["info"] = call(service.url, "/v1/info")[2]
+            seen["answer"] = call(service.url, "/v1/augment", {"texts": ["a good film with great music"]})[2]
+
+    monkeypatch.setattr(augment.serve, "serve", fake_serve)
+    args = ["serve", "--teacher", str(tiny_mlm), "--glove", str(tiny_glove), "--k", K, "--n-aug", "6", "--seed", "9",
+            "--port", "9999", "--max-texts", "5", "--max-queue", "3"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 9999)
+    assert seen["info"]["defaults"] == {"p_t": 0.4, "n_aug": 6, "seed": 9} and seen["info"]["params"]["k"] == 4
+    assert seen["info"]["limits"]["max_texts"] == 5 and seen["info"]["limits"]["max_queue"] == 3
+    expected = CliRunner().invoke(main, ["text", "--teacher", str(tiny_mlm), "--glove", str(tiny_glove), "--k", K,
+                                         "--n-aug", "6", "--seed", "9", "--text", "a good film with great music"])
+    assert seen["answer"]["results"] == [json.loads(expected.stdout)]
