@@ -18,8 +18,9 @@ pruning.json. Every model goes through ``distill export`` (int8 included) and ``
 paths users take.
 
 Timing: ``--rounds`` rounds (default 2), one after the other; inside a round all the model/backend
-pairs of one (task, batch) take turns call by call, so machine noise hits them alike. Each
-measurement prints its median per round and the spread between rounds; the speed-ups use the
+pairs of one (task, batch) take turns, each running its repeats back to back after one untimed
+call (the order reversed in every other round). Each measurement prints its median per round and
+the spread between rounds; the speed-ups use the
 median over all rounds, against the teacher in PyTorch fp32 at the same batch. PyTorch and ONNX
 Runtime get the same number of threads (``--threads``, default: all cores).
 
@@ -82,8 +83,8 @@ def parse_args(argv=None):
     p.add_argument("--sst2-seq", type=int, default=64)
     p.add_argument("--squad-seq", type=int, default=384)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--budget", type=float, default=2.0,
-                   help="seconds a round gives its slowest pair at each batch size (sets the repeats, 3 to 40)")
+    p.add_argument("--budget", type=float, default=3.0,
+                   help="seconds a round gives its slowest pair at each batch size (sets the repeats, 5 to 40)")
     p.add_argument("--threads", type=int, default=None, help="PyTorch and ONNX Runtime threads (default: cores)")
     p.add_argument("--workdir", help="where the exports go (default: a temporary directory)")
     p.add_argument("--quick", action="store_true", help="tiny shapes, short sequences, 1 repeat: a smoke run")
@@ -244,17 +245,19 @@ def _call(model, batch: dict) -> float:
 
 
 def time_group(pairs: list[tuple[str, object]], batch: dict, rounds: int, budget: float) -> dict[str, list[list[float]]]:
-    """ms of each (key, model) in ``pairs``, call by call in turn: [round][repeat]. Two warm-up
-    calls each; the repeats fill ``budget`` seconds of the slowest pair (3 to 40; 1 when 0)."""
+    """ms of each (key, model) in ``pairs``: [round][repeat]. In each round every pair runs in turn
+    (the order reversed every other round, so drift hits all alike): one untimed call, then its
+    repeats back to back, as a server runs one model. Not call by call: ONNX Runtime's and
+    OpenMP's worker threads spin-wait for a while after each call (their default, good for a
+    server), and on a few cores that spinning would steal the next model's cores. The repeats fill
+    ``budget`` seconds of the slowest pair (5 to 40; 1 when 0)."""
     slowest = max(max(_call(m, batch), _call(m, batch)) for _, m in pairs)
-    reps = 1 if budget <= 0 else max(3, min(40, int(budget / slowest)))
+    reps = 1 if budget <= 0 else max(5, min(40, int(budget / slowest)))
     times = {k: [] for k, _ in pairs}
-    for _ in range(rounds):
-        for k in times:
-            times[k].append([])
-        for _ in range(reps):
-            for k, m in pairs:
-                times[k][-1].append(_call(m, batch) * 1000)
+    for r in range(rounds):
+        for k, m in (pairs if r % 2 == 0 else pairs[::-1]):
+            _call(m, batch)
+            times[k].append([_call(m, batch) * 1000 for _ in range(reps)])
     return times
 
 

@@ -238,3 +238,24 @@ def test_cli_errors_name_the_problem(tmp_path, encoder_dir):
     assert not (tmp_path / "taken" / "old.txt").exists() and (tmp_path / "taken" / ONNX_FILE).exists()
     result = run_cli("export", tmp_path / "model", "--output", tmp_path / "model", "--overwrite", ok=False)
     assert result.exit_code != 0 and "would replace the model" in result.output
+
+
+def test_the_documented_serving_snippet_serves_an_export(tmp_path, capsys):
+    """docs/deploy.md's snippet, run as written on an export (fp32 graph, so its labels can be
+    checked against PyTorch's argmax; the snippet itself serves model_quantized.onnx)."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text(encoding="utf-8")
+    after = docs.split("<!-- serve-snippet -->", 1)[1]
+    code = after.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len([line for line in code.splitlines() if line.strip()]) <= 12
+    model, tokenizer = build("bert", "classification", seed=6)
+    save(model, tokenizer, tmp_path / "model")
+    export(str(tmp_path / "model"), str(tmp_path / "onnx"))
+    code = code.replace('"out/sst2-onnx"', repr(str(tmp_path / "onnx"))).replace("model_quantized.onnx", ONNX_FILE)
+    exec(compile(code, "deploy.md snippet", "exec"), {})
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    enc = tokenizer(["a gripping , funny film", "dull and far too long"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        labels = model(**enc).logits.argmax(-1).tolist()
+    assert printed == str([model.config.id2label[i] for i in labels])
