@@ -186,7 +186,7 @@ def _plot(recipe: Recipe, rows: list[dict], path: str) -> None:
                         xytext=(6, 6))
         ax.set_xlabel("CPU latency, ms per sentence (batch 1)")
         ax.set_ylabel(f"dev {METRIC_NAMES.get(rows[0]['metric'], rows[0]['metric'])} (%)")
-        ax.set_xlim(left=0)
+        ax.set_xlim(0, 1.3 * max(xs + [1e-3]))  # room for the labels
     else:
         pts = [(r.get("speedup") or 1.0, r["score"], r["name"]) for r in rows]
         ax.plot([p[0] for p in pts[1:]], [p[1] for p in pts[1:]], "o-", label="pruned + recovered")
