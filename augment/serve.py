@@ -12,8 +12,8 @@ One process loads the teacher and GloVe once and answers JSON requests (see docs
 **Batching across requests.** Requests are queued; one engine thread takes the first waiting
 request, waits up to ``max_wait_ms`` for more, and runs the texts of all it took (at most
 ``max_batch_texts``) through one candidate search (:meth:`augment.Augmenter.candidates`): the
-masked LM and GloVe, the expensive part. The engine is batch-invariant (see :mod:`augment.mlm`),
-so a text's candidates are the same whatever texts share its batch. Sampling is per text and cheap:
+masked LM and GloVe, the expensive part. The engine is batch-invariant (see
+:mod:`augment.candidates`), so a text's candidates are the same whatever texts share its batch. Sampling is per text and cheap:
 each text then draws its variants with its own request's ``n_aug``, ``p_t`` and ``seed`` and its
 id, exactly as ``augment text`` would. So requests with different sampling parameters share one
 batch, and the answer never depends on which requests were merged.
