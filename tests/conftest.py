@@ -17,6 +17,14 @@ TINY_WORDS = (
 ).split()
 
 
+def pytest_report_header(config) -> str:
+    """What decides float rounding here, at the top of every run's output: exactness tests that fail
+    on a new machine say so too (tests/numerics.py)."""
+    from tests.numerics import cpu
+
+    return f"numerics: {cpu()}"
+
+
 def require_assets(*relative: str) -> Path:
     """The assets directory, holding every ``relative`` path: missing ones fail under CI (``CI``
     set) and skip elsewhere, so integration tests never pass vacuously in CI."""

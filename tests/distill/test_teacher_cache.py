@@ -17,29 +17,31 @@ from distill.stages import TEACHER_TARGETS, PredictionLoss, QAPredictionLoss, sp
 from distill.teacher_cache import BUILD_FILE, DTYPES, CacheError, TeacherCache, build
 from tests.distill.conftest import save_model, tiny_config, write_task_corpus
 from tests.distill.test_train import common, read_log, run_cli
+from tests.numerics import (U32, assert_within, bf16_bound, float32_bound, gradient_bound, mse_bound, not_exact,
+                            soft_ce_bound)
 
 QA_WINDOWS = {"max_seq_length": 24, "doc_stride": 4, "max_query_length": 12}  # several windows per question
-# The training loss from the cache against the live teacher's on the same (dynamically padded) batch,
-# relative. Float32: the teacher's outputs move by ~1e-8 with the batch's shape, which the loss
-# mostly rounds away (measured on MiniLM: equal in most batches, at most 1.9e-7). bfloat16: the
-# teacher's rounding itself moves with the shape (measured at most 3.1e-6). docs/distill.md.
-FP32_REL, BF16_REL = 1e-6, 1e-4
+# The cache computes a row among other rows at a canonical length; the reference and a training
+# batch compute it elsewhere. Those differ by rounding, as the math library groups the additions
+# (tests/numerics.py: how much, and why bounds and not bits), so the comparisons below are within
+# float32_bound (bf16_bound under autocast); only rebuilding the same shards is exact.
 
 
 def _build(teacher, corpus, out, **kw):
     return build(str(teacher), str(corpus), str(out), batch_size=kw.pop("batch_size", 4), progress=False, **kw)
 
 
-def alone(run, ids: torch.Tensor, types: torch.Tensor, batch_size: int, max_length: int,
-          dtype=torch.float32) -> torch.Tensor:
-    """A row's output from a forward of ``batch_size`` copies of it alone, padded to its length
-    rounded up to 8 tokens (at most ``max_length``): the canonical shape the cache promises."""
-    n = len(ids)
-    length = max(n, min(-(-n // 8) * 8, max_length))
-    x, t, m = (torch.zeros(batch_size, length, dtype=torch.long) for _ in range(3))
-    x[:, :n], t[:, :n], m[:, :n] = ids, types, 1
+def alone(run, ids: torch.Tensor, types: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """A row's output from a forward of it by itself (a batch of one, unpadded): the teacher's
+    output for the row, as anyone would compute it."""
+    batch = {"input_ids": ids[None], "token_type_ids": types[None], "attention_mask": torch.ones_like(ids)[None]}
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-        return run({"input_ids": x, "token_type_ids": t, "attention_mask": m})[0].to(dtype)
+        return run(batch)[0].to(dtype)
+
+
+def _bound(model, length: int, dtype=torch.float32) -> float:
+    """How far two forwards of one row may differ (tests/numerics.py), at up to ``length`` tokens."""
+    return float32_bound(model.config, length) if dtype == torch.float32 else bf16_bound(model.config)
 
 
 def _logits(model):
@@ -88,11 +90,15 @@ def test_cache_rows_are_the_teachers_outputs_for_each_corpus_row(tmp_path, teach
         rows = open_table(path).to_pylist()
         cached = open_table(str(tmp_path / "cache" / cache_file)).to_pylist()
         assert [r["id"] for r in cached] == [r["id"] for r in rows]
+        outputs = []
         for row, entry in list(zip(rows, cached))[::3]:  # every third row of every shard
             enc = tok(row["sentence"], truncation=True, max_length=128, return_tensors="pt")
             ids, types = enc["input_ids"][0], enc["token_type_ids"][0]
             assert entry["length"] == len(ids)
-            assert torch.equal(torch.tensor(entry["logits"]), alone(_logits(model), ids, types, 4, 128))
+            outputs.append(alone(_logits(model), ids, types))
+            assert_within(torch.tensor(entry["logits"]), outputs[-1], _bound(model, 128), f"cached row {row['id']}")
+        # the bound tells rows apart: another row's output would not pass for this one's
+        assert (outputs[0] - outputs[1]).abs().max() > _bound(model, 128) * outputs[0].abs().max()
 
 
 def test_squad_cache_holds_every_window_of_every_question(tmp_path, qa_teacher_dir, squad_train_json):
@@ -114,46 +120,77 @@ def test_squad_cache_holds_every_window_of_every_question(tmp_path, qa_teacher_d
         at = 0
         for ids, types in zip(enc["input_ids"], enc["token_type_ids"]):
             n = len(ids)
-            want = alone(_spans(model), torch.tensor(ids), torch.tensor(types), 4, 24)[:, :n]  # (2, n)
-            assert torch.equal(torch.tensor(entry["logits"][at:at + 2 * n]).view(2, n), want)
+            want = alone(_spans(model), torch.tensor(ids), torch.tensor(types))  # (2, n)
+            assert_within(torch.tensor(entry["logits"][at:at + 2 * n]).view(2, n), want, _bound(model, 24),
+                          f"cached window of {row['id']}")
             at += 2 * n
         assert at == len(entry["logits"])
     assert several > 5  # the windows are really exercised
 
 
 # --------------------------------------------------------------------------------------------------
-# The loss from the cache
+# A training step from the cache
+
+
+def _soft_targets_gradient(student_logits, teacher, delta, temperature):
+    """d loss / d student logits of the soft cross-entropy, (q - p) / (T B), and how far it can move
+    when each teacher logit moves by at most ``delta``: p's entries by at most p (e^(2 d / T) - 1)
+    (numerics.soft_ce_bound), plus each side's rounding (a few u of q and p)."""
+    q = torch.softmax(student_logits.detach().double() / temperature, -1)
+    p = torch.softmax(teacher.double() / temperature, -1)
+    scale = temperature * len(p)
+    moved = p * (torch.exp(2 * delta.double().amax(-1, keepdim=True) / temperature) - 1)
+    return (q - p) / scale, (moved + 8 * U32 * (q + p)) / scale
 
 
 @pytest.mark.parametrize("original_only", [False, True])
-def test_loss_from_the_cache_equals_the_live_teachers(tmp_path, teacher_dir, sst2_corpus, student_config_file,
-                                                      original_only):
-    from distill.models import build_student
+def test_a_training_step_from_the_cache_matches_the_live_teachers(tmp_path, teacher_dir, sst2_corpus,
+                                                                  student_config_file, original_only):
+    # The cache computed each row among other rows at its canonical length, the live teacher computes
+    # it in this batch: their logits differ by rounding, within float32_bound. What a user needs is that
+    # a training step does not tell them apart by more than that difference can make it: the loss
+    # within soft_ce_bound, every gradient within gradient_bound (tests/numerics.py).
+    from distill.models import build_student, features
 
+    temperature = 2.0
     _build(teacher_dir, sst2_corpus, tmp_path / "cache")
     model, tok = _load(teacher_dir)
     batches = _cached_batches(tmp_path / "cache", sst2_corpus, teacher_dir, "sst2",
                               Collator(tok, ["sentence"], 128, with_labels=False), original_only=original_only)
-    student = build_student(str(student_config_file), model.config, "classification", 2).eval()
-    loss = PredictionLoss(student, regression=False, temperature=2.0)
+    student = build_student(str(student_config_file), model.config, "classification", 2).eval()  # no dropout
+    loss = PredictionLoss(student, regression=False, temperature=temperature)
+    names, params = zip(*[(n, p) for n, p in student.named_parameters() if p.requires_grad])
     for _ in range(6):
         batch = next(batches)
         cached = batch.pop(TEACHER_TARGETS)  # (B, C)
-        lengths = batch["attention_mask"].sum(1)
-        canonical = torch.stack([alone(_logits(model), batch["input_ids"][i, :n], batch["token_type_ids"][i, :n], 4,
-                                       128) for i, n in enumerate(lengths)])
+        width = -(-batch["input_ids"].shape[1] // 8) * 8  # the longest forward either side ran
         with torch.no_grad():
             live = model(**batch).logits
-            from_cache, from_canonical, from_live = (loss(batch, t)["loss"] for t in (cached, canonical, live))
-        assert torch.equal(cached, canonical)  # what the cache promises, to the last bit
-        assert torch.equal(from_cache, from_canonical)
-        assert abs(from_cache.item() - from_live.item()) <= FP32_REL * abs(from_live.item())
+        assert_within(cached, live, _bound(model, width), "cached against live teacher logits")
+        delta = torch.full_like(live, _bound(model, width) * live.abs().max().item())  # what they may differ by
+
+        steps = []
+        for targets in (cached, live):
+            student.zero_grad()
+            terms = loss(batch, targets)
+            terms["loss"].backward()
+            steps.append((terms["loss"].item(), [p.grad.clone() for p in params]))
+        (from_cache, grads_cache), (from_live, grads_live) = steps
+        logits = features(student, batch, need_hidden=False).logits  # (B, C), as the loss computed it
+        assert abs(from_cache - from_live) <= soft_ce_bound(logits, from_live, delta, temperature)
+
+        upstream, moved = _soft_targets_gradient(logits, live, delta, temperature)
+        bounds = gradient_bound(logits, params, upstream, moved, student.config, width, len(cached))
+        for name, p_cache, p_live, bound in zip(names, grads_cache, grads_live, bounds):
+            excess = ((p_cache - p_live).double().abs() - bound).max().item()
+            assert excess <= 0, f"{name}: gradients from the cache and the teacher {excess:.3g} beyond the bound"
+        assert any(g.abs().max() > 0 for g in grads_live)  # the step does move the student
 
 
 def test_regression_on_sentence_pairs(tmp_path, student_config_file):
     from transformers import BertForSequenceClassification
 
-    from distill.models import build_student
+    from distill.models import build_student, features
 
     torch.manual_seed(3)
     teacher = save_model(BertForSequenceClassification(tiny_config(num_labels=1, problem_type="regression")),
@@ -170,16 +207,22 @@ def test_regression_on_sentence_pairs(tmp_path, student_config_file):
         batch = next(batches)
         cached = batch.pop(TEACHER_TARGETS)  # (B, 1)
         lengths = batch["attention_mask"].sum(1)
-        canonical = torch.stack([alone(_logits(model), batch["input_ids"][i, :n], batch["token_type_ids"][i, :n], 4,
-                                       128) for i, n in enumerate(lengths)])
-        assert cached.shape == (8, 1) and torch.equal(cached, canonical)
+        own = torch.stack([alone(_logits(model), batch["input_ids"][i, :n], batch["token_type_ids"][i, :n])
+                           for i, n in enumerate(lengths)])
+        assert cached.shape == (8, 1)
+        assert_within(cached, own, _bound(model, 128), "cached regression outputs")
         assert (batch["token_type_ids"] == 1).any()  # pairs: the second segment is there
         with torch.no_grad():
-            assert torch.equal(loss(batch, cached)["loss"], loss(batch, canonical)["loss"])
+            student_out = features(student, batch, need_hidden=False).logits
+            from_cache, from_own = (loss(batch, t)["loss"].item() for t in (cached, own))
+        delta = torch.full_like(own, _bound(model, 128) * own.abs().max().item())
+        assert abs(from_cache - from_own) <= mse_bound(student_out, own, from_own, delta)
 
 
-def test_squad_loss_from_the_cache_equals_the_live_teachers(tmp_path, qa_teacher_dir, squad_train_json,
-                                                            qa_student_config_file):
+def test_squad_loss_from_the_cache_is_the_live_teachers_within_rounding(tmp_path, qa_teacher_dir, squad_train_json,
+                                                                        qa_student_config_file):
+    # As for GLUE (test_a_training_step_from_the_cache_matches_the_live_teachers): the windows'
+    # span logits within float32_bound, the soft loss within soft_ce_bound over each window's tokens.
     from distill.models import build_student
     from distill.qa import QACollator
 
@@ -195,20 +238,27 @@ def test_squad_loss_from_the_cache_equals_the_live_teachers(tmp_path, qa_teacher
         cached = batch.pop(TEACHER_TARGETS)  # (W, 2, T)
         mask = batch["attention_mask"]
         assert cached.shape == (len(mask), 2, mask.shape[1]) and len(mask) > 5  # several windows per question
-        canonical = torch.zeros_like(cached)
+        own = torch.zeros_like(cached)
         for w, n in enumerate(mask.sum(1).tolist()):
-            canonical[w, :, :n] = alone(_spans(model), batch["input_ids"][w, :n], batch["token_type_ids"][w, :n],
-                                        4, 24)[:, :n]
+            own[w, :, :n] = alone(_spans(model), batch["input_ids"][w, :n], batch["token_type_ids"][w, :n])
+        real = mask[:, None, :].expand_as(cached).bool()
+        assert (cached[~real] == 0).all()  # 0 at padding: written by the collator, not computed
         with torch.no_grad():
             live = span_logits(model, batch)
-            from_cache, from_canonical, from_live = (loss(batch, t)["loss"] for t in (cached, canonical, live))
-        assert torch.equal(cached, canonical)  # real tokens as computed, 0 at padding
-        assert torch.equal(from_cache, from_canonical)
-        assert abs(from_cache.item() - from_live.item()) <= FP32_REL * abs(from_live.item())
+            spans = span_logits(student, batch)
+            from_cache, from_live = loss(batch, cached), loss(batch, live)
+        assert_within(cached[real], own[real], _bound(model, 24), "cached windows")
+        assert_within(cached[real], live[real], _bound(model, 24), "cached against live windows")
+        delta = torch.full_like(live, _bound(model, 24) * live[real].abs().max().item())
+        # Exact by construction: the gold loss reads no teacher output, so both sides run the same
+        # operations on the same student outputs.
+        assert torch.equal(from_cache["gold"], from_live["gold"]), not_exact("gold losses")
+        soft = from_live["soft"].item()
+        assert abs(from_cache["soft"].item() - soft) <= soft_ce_bound(spans, soft, delta, 2.0, mask[:, None, :])
 
 
 def test_bfloat16_cache(tmp_path, teacher_dir, sst2_corpus, student_config_file):
-    from distill.models import build_student
+    from distill.models import build_student, features
 
     manifest = _build(teacher_dir, sst2_corpus, tmp_path / "cache", dtype="bfloat16")
     first = open_table(str(tmp_path / "cache" / manifest["shards"][0]["file"]))
@@ -223,13 +273,16 @@ def test_bfloat16_cache(tmp_path, teacher_dir, sst2_corpus, student_config_file)
         cached = batch.pop(TEACHER_TARGETS)
         assert cached.dtype == torch.bfloat16
         lengths = batch["attention_mask"].sum(1)
-        canonical = torch.stack([alone(_logits(model), batch["input_ids"][i, :n], batch["token_type_ids"][i, :n], 4,
-                                       128, torch.bfloat16) for i, n in enumerate(lengths)])
-        assert torch.equal(cached, canonical)
+        own = torch.stack([alone(_logits(model), batch["input_ids"][i, :n], batch["token_type_ids"][i, :n],
+                                 torch.bfloat16) for i, n in enumerate(lengths)])
+        assert_within(cached, own, bf16_bound(model.config), "bfloat16 cached logits")
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # as train.precision=bf16 runs it
             live = model(**batch).logits
-            from_cache, from_live = loss(batch, cached)["loss"], loss(batch, live)["loss"]
-        assert abs(from_cache.item() - from_live.item()) <= BF16_REL * abs(from_live.item())
+            logits = features(student, batch, need_hidden=False).logits
+            from_cache, from_live = loss(batch, cached)["loss"].item(), loss(batch, live)["loss"].item()
+        assert_within(cached, live, bf16_bound(model.config), "bfloat16 cached against live logits")
+        delta = torch.full_like(live, bf16_bound(model.config) * live.float().abs().max().item(), dtype=torch.float32)
+        assert abs(from_cache - from_live) <= soft_ce_bound(logits, from_live, delta, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,6 +291,11 @@ def test_bfloat16_cache(tmp_path, teacher_dir, sst2_corpus, student_config_file)
 
 def _shard_bytes(directory, manifest):
     return {s["file"]: (directory / s["file"]).read_bytes() for s in manifest["shards"]}
+
+
+def _same_shards(a: dict, b: dict) -> None:
+    differ = sorted(name for name in a.keys() | b.keys() if a.get(name) != b.get(name))
+    assert not differ, not_exact(f"cache shards {differ}")
 
 
 def test_a_killed_build_resumes_by_shard_and_ends_as_an_uninterrupted_one(tmp_path, teacher_dir, sst2_corpus):
@@ -261,7 +319,10 @@ def test_a_killed_build_resumes_by_shard_and_ends_as_an_uninterrupted_one(tmp_pa
     resumed = _build(teacher_dir, sst2_corpus, out)
     assert resumed["built"] == len(whole["shards"]) - 2
     assert os.stat(out / written[0]).st_mtime_ns == first.st_mtime_ns  # finished shards are not redone
-    assert _shard_bytes(out, resumed) == _shard_bytes(tmp_path / "whole", whole)
+    # Exact by construction: a shard's forwards are cut from that shard alone (its blocks, their
+    # lengths, batches of batch_size), so the resumed build runs each shard's same forwards on the
+    # same tensors as the uninterrupted one, in the same process.
+    _same_shards(_shard_bytes(out, resumed), _shard_bytes(tmp_path / "whole", whole))
     assert resumed["shards"] == whole["shards"] and not (out / BUILD_FILE).exists()
     assert _build(teacher_dir, sst2_corpus, out)["built"] == 0  # complete: nothing to do
     with pytest.raises(CacheError, match=r"holds a teacher cache of another build \(windows: max_seq_length 64"):
@@ -275,7 +336,9 @@ def test_processes_sharing_the_shards_write_the_same_bytes(tmp_path, teacher_dir
     assert second["built"] == 2 and not (out / "manifest.json").exists()
     first = _build(teacher_dir, sst2_corpus, out, batch_size=3, rank=0, world=2)  # 0, 2, 4, then the manifest
     assert first["built"] == 3
-    assert _shard_bytes(out, first) == _shard_bytes(tmp_path / "whole", whole)
+    # Exact by construction, as for a resumed build: each shard's forwards depend on that shard alone.
+    # (Separate processes must also share the torch build, CPU kind and thread count: docs/distill.md.)
+    _same_shards(_shard_bytes(out, first), _shard_bytes(tmp_path / "whole", whole))
 
 
 def test_cache_teacher_command(tmp_path, teacher_dir, sst2_corpus, encoder_dir):
@@ -293,6 +356,15 @@ def test_cache_teacher_command(tmp_path, teacher_dir, sst2_corpus, encoder_dir):
 
 # --------------------------------------------------------------------------------------------------
 # Training with the cache
+
+
+# A run from the cache against one with the live teacher, as logged: the first step trains the same
+# student on the same batch against targets that differ by rounding, so its loss moves by at most
+# soft_ce_bound (tests/numerics.py). For these tiny models, this data and T = 2, that bound comes to
+# at most 5e-6 of the loss (test_a_training_step_... computes it batch by batch: mostly the loss's
+# own rounding); 1e-4 leaves a margin for the logged step's batch. Later steps are not compared:
+# Adam's first update is about lr x sign(gradient), so a gradient element near 0 can step either way.
+STEP_ONE_REL = 1e-4
 
 
 def _train_args(out, teacher, student, corpus, cache=None, **extra):
@@ -327,8 +399,7 @@ def test_prediction_step_reads_the_cache_and_never_loads_the_teacher(tmp_path, m
                          **{"data.num_workers": 1}))
     a, b = read_log(cached), read_log(live)
     assert [r["step"] for r in a] == [1, 2, 3]
-    for x, y in zip(a, b):
-        assert abs(x["loss"] - y["loss"]) <= FP32_REL * abs(y["loss"])
+    assert abs(a[0]["loss"] - b[0]["loss"]) <= STEP_ONE_REL * b[0]["loss"]  # first step: the same student
 
 
 def test_a_cached_run_resumes_where_an_uninterrupted_one_ends(tmp_path, monkeypatch, teacher_dir, sst2_corpus,
@@ -344,7 +415,10 @@ def test_a_cached_run_resumes_where_an_uninterrupted_one_ends(tmp_path, monkeypa
     kill_then_resume(monkeypatch, _train_args(killed, teacher_dir, student_config_file, sst2_corpus,
                                               tmp_path / "cache", **extra), killed, killed_after_step=4)
     a, b = load_file(full / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # Exact by construction: the resumed run restores weights, optimizer, RNG and stream position and
+    # reads the same cache rows, so it runs the uninterrupted run's remaining steps operation for operation.
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), not_exact("final weights of a resumed and an uninterrupted run")
 
 
 def test_recovery_after_pruning_reads_the_cache(tmp_path, monkeypatch, qa_teacher_dir, squad_train_json):
@@ -360,9 +434,11 @@ def test_recovery_after_pruning_reads_the_cache(tmp_path, monkeypatch, qa_teache
     _forbid_loading(monkeypatch, qa_teacher_dir)
     cached = tmp_path / "cached"
     run_cli(*_train_args(cached, qa_teacher_dir, pruned, squad_train_json, tmp_path / "cache", **extra))
-    for x, y in zip(read_log(cached), read_log(live)):
-        for k in ("soft", "gold"):
-            assert abs(x[k] - y[k]) <= FP32_REL * abs(y[k])
+    x, y = read_log(cached)[0], read_log(live)[0]  # first step: the same student, the same batch
+    assert abs(x["soft"] - y["soft"]) <= STEP_ONE_REL * y["soft"]
+    # Exact by construction: the gold loss reads no teacher output, and both runs start from the same
+    # weights, seed and batch, so they run the same operations on the same operands.
+    assert x["gold"] == y["gold"], not_exact("first steps' gold losses")
     assert torch.equal(read_mask(str(cached / "final")).heads, read_mask(str(pruned)).heads)
 
 
@@ -435,25 +511,31 @@ def _minilm_teacher(source, out, head: str):
     return out
 
 
-def _check_batches(batches, model, loss, run, n, batch_size, max_length, rel, dtype=torch.float32):
-    """Cached targets equal the canonical forward of each row (window) to the last bit, so do the
-    losses; against the live teacher on the padded batch the loss is within ``rel``."""
+def _check_batches(batches, model, loss, run, student_run, n, max_length, dtype=torch.float32):
+    """Cached targets are each row's (window's) output by itself, and the live teacher's on the
+    training batch, within rounding; the soft loss from them within what that can move it by."""
+    rel = _bound(model, max_length, dtype)
     for _ in range(n):
         batch = next(batches)
         cached = batch.pop(TEACHER_TARGETS)
-        canonical = torch.zeros_like(cached)
+        own = torch.zeros_like(cached)
+        mask = None
         for i, length in enumerate(batch["attention_mask"].sum(1).tolist()):
-            out = alone(run, batch["input_ids"][i, :length], batch["token_type_ids"][i, :length], batch_size,
-                        max_length, dtype)
+            out = alone(run, batch["input_ids"][i, :length], batch["token_type_ids"][i, :length], dtype)
             if out.dim() == 2:  # (2, L) span logits: the real tokens only, 0 at padding
-                canonical[i, :, :length] = out[:, :length]
+                own[i, :, :length] = out
+                mask = batch["attention_mask"][:, None, :]
             else:
-                canonical[i] = out
+                own[i] = out
+        real = torch.ones_like(cached, dtype=torch.bool) if mask is None else mask.expand_as(cached).bool()
         with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
             live = run(batch)
-            from_cache, from_canonical, from_live = (loss(batch, t)["loss"] for t in (cached, canonical, live))
-        assert torch.equal(cached, canonical) and torch.equal(from_cache, from_canonical)
-        assert abs(from_cache.item() - from_live.item()) <= rel * abs(from_live.item())
+            student = student_run(batch)
+            from_cache, from_live = (loss(batch, t)["soft"].item() for t in (cached, live))
+        assert_within(cached[real], own[real], rel, f"{dtype} cached outputs against each row's own")
+        assert_within(cached[real], live[real], rel, f"{dtype} cached outputs against the live teacher's")
+        delta = torch.full_like(live, rel * live.float()[real].abs().max().item(), dtype=torch.float32)
+        assert abs(from_cache - from_live) <= soft_ce_bound(student, from_live, delta, loss.temperature, mask)
 
 
 @pytest.mark.integration
@@ -485,13 +567,13 @@ def test_minilm_teacher_cache_gives_the_live_teachers_loss(tmp_path):
     tok = AutoTokenizer.from_pretrained(teacher)
     student = build_student("tinybert-4", model.config, "classification", 2).eval()
     loss = PredictionLoss(student, regression=False, temperature=1.0)
-    for dtype, rel in (("float32", FP32_REL), ("bfloat16", BF16_REL)):
+    for dtype in ("float32", "bfloat16"):
         cache = tmp_path / f"sst2-{dtype}"
         manifest = _build(teacher, corpus, cache, batch_size=8, dtype=dtype)
         assert manifest["rows"] == 48 and manifest["teacher"]["files"]["model.safetensors"]
         batches = _cached_batches(cache, corpus, teacher, "sst2", Collator(tok, ["sentence"], 128, with_labels=False),
                                   batch_size=16)
-        _check_batches(batches, model, loss, _logits(model), 3, 8, 128, rel, DTYPES[dtype])
+        _check_batches(batches, model, loss, _logits(model), _logits(student), 3, 128, DTYPES[dtype])
 
     # SQuAD: 6 questions, in the recovery config's windows (256 tokens, stride 96)
     train, n = _subset(assets / "squad" / "squad2-train-split.json", tmp_path / "train.json", 6)
@@ -503,4 +585,5 @@ def test_minilm_teacher_cache_gives_the_live_teachers_loss(tmp_path):
     batches = _cached_batches(tmp_path / "squad-cache", tmp_path / "squad-cache" / "corpus", teacher, "squad",
                               QACollator(tok, 256, 96, 64), batch_size=3, max_seq_length=256, doc_stride=96)
     student = build_student("tinybert-4", model.config, "qa").eval()
-    _check_batches(batches, model, QAPredictionLoss(student, temperature=2.0), _spans(model), 2, 4, 256, FP32_REL)
+    _check_batches(batches, model, QAPredictionLoss(student, temperature=2.0), _spans(model), _spans(student), 2,
+                   256)
