@@ -150,7 +150,8 @@ def tolerances(engine, ref: "PerWordReference", texts) -> tuple[float, float]:
     scale = max((float(abs(detail[1]).max()) for text in texts for source, _, detail in ref.candidates(text).values()
                  if source == "mlm"), default=0.0)
     dim = engine.glove.dim
-    return 2 * float32_bound(engine.teacher.model.config, engine.teacher.max_length) * scale, 2 * (LAMBDA * dim ** 0.5 + 2) * U32
+    mlm = 2 * float32_bound(engine.teacher.model.config, engine.teacher.max_length) * scale
+    return mlm, 2 * (LAMBDA * dim ** 0.5 + 2) * U32
 
 
 def compare(ref: PerWordReference, engine_cands, text: str, tol_logit: float = 1e-4, tol_cos: float = 1e-5) -> dict:

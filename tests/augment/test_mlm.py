@@ -142,7 +142,7 @@ def test_rows_of_one_length_run_batch_size_at_a_time_in_the_order_given(tiny_mod
     assert teacher.rows_run == len(rows) and teacher.forward_calls == len(expected)
     # the same rows given again run the same forwards on the same tensors: exact by construction
     again_ids, again_vals = teacher.topk(rows, 4, batch_size=3)
-    assert np.array_equal(again_vals, vals) and np.array_equal(again_ids, ids), not_exact("logits of one call and the next")
+    assert np.array_equal(again_vals, vals) and np.array_equal(again_ids, ids), not_exact("logits of two calls")
 
 
 def test_empty_query_list(tiny_model):
