@@ -17,7 +17,8 @@ The output directory, laid out as Optimum's ONNX Runtime models are::
     tokenizer files         AutoTokenizer.from_pretrained(DIR) (fast tokenizer, tokenizer.json)
     config.json             the transformers config (labels; for a pruned model the *unpruned* widths)
     export.json             what a server needs: task, input and output names, labels, max length,
-                            the trained window settings, kept heads/FFN units per layer, the check below
+                            the trained window settings, kept heads/FFN units per layer, the ONNX
+                            Runtime optimizers to leave out (``DISABLED_OPTIMIZERS``), the check below
 
 At export the fp32 graph is run in ONNX Runtime on a generated batch and compared with the PyTorch
 model (``check`` in export.json); a difference above ``CHECK_TOLERANCE`` is an ``ExportError``.
@@ -54,6 +55,12 @@ OUTPUTS = {"classification": ("logits",), "qa": ("start_logits", "end_logits")}
 #: kernel. At opset 20 the same attention is MatMul/Softmax/Where nodes: a half-pruned MiniLM took
 #: 37 ms instead of 23 ms at 1 x 384 tokens in ONNX Runtime fp32 (2-core Xeon, separate runs).
 OPSET = 23
+#: ONNX Runtime graph optimizers a session leaves out. SkipLayerNormFusion fuses each residual Add
+#: with its LayerNorm; its fused CPU kernel (onnxruntime 1.32) was slower than the two ops it
+#: replaces at every shape measured on the 2-core Xeon of docs/deploy.md: a MiniLM-shaped model, int8,
+#: 18.2 -> 14.9 ms at 1 x 384 tokens, 793 -> 678 ms at 32 x 384, 64.7 -> 47.6 ms at 32 x 64
+#: (fp32 too). export.json carries the list, so servers open sessions the same way.
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 #: The export-time check: ONNX Runtime fp32 against PyTorch, max |difference| of any output. Float
 #: reordering gives ~1e-6 on these models; more than this means a wrong graph, not rounding.
 CHECK_TOLERANCE = 1e-4
@@ -193,16 +200,18 @@ def quantize_int8(src: str, dst: str) -> None:
 
 
 def session(path: str, threads: int | None = None):
-    """An ONNX Runtime CPU session on ``path`` with all its graph optimizations (the default level,
-    ``ORT_ENABLE_ALL``: constant folding, LayerNorm/GELU/MatMul fusions); ``threads`` intra-op
-    threads (default: ONNX Runtime's, one per physical core)."""
+    """An ONNX Runtime CPU session on ``path`` with its graph optimizations (the default level,
+    ``ORT_ENABLE_ALL``: constant folding, GELU/MatMul/quantization fusions) but
+    ``DISABLED_OPTIMIZERS``; ``threads`` intra-op threads (default: ONNX Runtime's, one per
+    physical core)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 class OrtModel:
@@ -315,4 +324,5 @@ def _manifest(model: nn.Module, head: str, names: list[str], model_dir: str, dir
                                                  "ffn_per_layer": mask.ffn.sum(1).tolist()},
             "check": {"max_abs_diff_fp32": check, "tolerance": CHECK_TOLERANCE},
             "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}", "opset": OPSET,
+            "session": {"disabled_optimizers": list(DISABLED_OPTIMIZERS)},
             "seconds": round(seconds, 1)}
