@@ -566,8 +566,7 @@ def _qa_eval_step(p: _Planner, tune: str | None, finals: dict) -> None:
         from distill.evaluate import evaluate_checkpoint
 
         out = {}
-        models = {"teacher": _result(results, "teacher")} | {f"pruned {label}%": _result(results, name)
-                                                             for label, name in finals.items()}
+        models = _qa_models(results, finals)
         for label, model in models.items():
             print(f"      evaluating {label} on {r.data['dev']}", flush=True)
             m = evaluate_checkpoint(model, "squad", r.data["dev"], batch_size=settings["batch_size"], device="cpu",
@@ -579,6 +578,12 @@ def _qa_eval_step(p: _Planner, tune: str | None, finals: dict) -> None:
                                                                   else ""), run)
 
 
+def _qa_models(results: dict, finals: dict) -> dict[str, str]:
+    """Label -> model folder of the teacher and each final pruned model (``pruned 50%``...)."""
+    return {"teacher": _result(results, "teacher")} | {f"pruned {label}%": _result(results, name)
+                                                       for label, name in finals.items()}
+
+
 def _qa_latency_step(p: _Planner, finals: dict) -> None:
     r = p.r
     settings = {"windows": 30, "batch": 32, "rounds": 2} | r.stages["latency"]
@@ -587,8 +592,7 @@ def _qa_latency_step(p: _Planner, finals: dict) -> None:
         from distill.evaluate import trained_settings
         from distill.measure import qa_latency_ms
 
-        models = {"teacher": _result(results, "teacher")} | {f"pruned {label}%": _result(results, name)
-                                                             for label, name in finals.items()}
+        models = _qa_models(results, finals)
         trained = trained_settings(models["teacher"])  # time the windows the models were trained on
         seq = trained.get("max_seq_length") or 384
         ms = qa_latency_ms(models, r.data["dev"], settings["windows"], settings["batch"], settings["rounds"], seq,

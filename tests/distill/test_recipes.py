@@ -180,6 +180,13 @@ def demo_run(world, tmp_path_factory) -> dict:
     return {"out": out, "overrides": overrides}
 
 
+def copied_store(demo_run: dict, tmp_path: Path) -> Path:
+    """A copy of the demo run's stage folders, for a test to add to or break."""
+    store = tmp_path / "store"
+    shutil.copytree(demo_run["out"] / "stages", store)
+    return store
+
+
 def _no_training(monkeypatch):
     from distill import train
 
@@ -201,8 +208,7 @@ def test_the_same_run_again_reuses_every_stage_and_trains_nothing(demo_run, monk
 
 
 def test_a_changed_prediction_setting_reruns_only_prediction_and_what_reads_it(demo_run, tmp_path, monkeypatch):
-    store = tmp_path / "store"
-    shutil.copytree(demo_run["out"] / "stages", store)
+    store = copied_store(demo_run, tmp_path)
     plan = make_plan(load("demo/sst2-cpu", [*demo_run["overrides"], "prediction.optim.lr=2.0e-5"]),
                      str(tmp_path / "out"), str(store))
     assert statuses(plan) == {"corpus": "reuse", "teacher": "reuse", "general": "reuse", "intermediate": "reuse",
@@ -226,8 +232,7 @@ def test_a_changed_prediction_setting_reruns_only_prediction_and_what_reads_it(d
 
 def test_two_recipes_sharing_a_store_build_shared_stages_once(demo_run, tmp_path):
     """A second recipe (another student schedule) over the same corpus and teacher reuses them."""
-    store = tmp_path / "store"
-    shutil.copytree(demo_run["out"] / "stages", store)
+    store = copied_store(demo_run, tmp_path)
     other = make_plan(load("demo/sst2-cpu", [*demo_run["overrides"], "intermediate.train.max_steps=3"]),
                       str(tmp_path / "other"), str(store))
     assert statuses(other) == {"corpus": "reuse", "teacher": "reuse", "general": "reuse", "intermediate": "run",
@@ -237,8 +242,7 @@ def test_two_recipes_sharing_a_store_build_shared_stages_once(demo_run, tmp_path
 def test_a_killed_training_stage_resumes_to_the_uninterrupted_result(demo_run, tmp_path, monkeypatch):
     """Kill the prediction stage after its third step (checkpoints every step); the rerun resumes
     it from step 3 and ends with the uninterrupted run's weights and dev metrics."""
-    store = tmp_path / "store"
-    shutil.copytree(demo_run["out"] / "stages", store)
+    store = copied_store(demo_run, tmp_path)
     for p in store.glob("prediction-*"):
         shutil.rmtree(p)
     for p in list(store.glob("eval-*")) + list(store.glob("report-*")):
