@@ -121,10 +121,9 @@ def test_the_tinybert_recipes_are_the_generators_output():
             assert (OUT / f"{task}-{size}.yaml").read_text(encoding="utf-8") == render(task, size)
 
 
-@pytest.mark.parametrize("name", [n for n in shipped() if not n.endswith("-6l")])
+@pytest.mark.parametrize("name", shipped())
 def test_every_shipped_recipe_plans_and_runs_on_tiny_models(name, world, tmp_path, capsys):
-    """Parses, its plan resolves (--dry-run), and it runs end to end with the tiny models; the
-    TinyBERT-6 twin of each task is checked by its dry run in the next test (same stages)."""
+    """Parses, its plan resolves (--dry-run), and it runs end to end with the tiny models."""
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["run", name, "--output", str(out), "--dry-run", *tiny_overrides(name, world)])
     assert result.exit_code == 0, result.output
