@@ -30,7 +30,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from distill.config import Config, ConfigError, config_from_dict
@@ -435,7 +434,7 @@ def _glue_eval_step(p: _Planner) -> None:
     def run(step: Step, results: dict) -> dict:
         from distill.evaluate import evaluate_checkpoint
         from distill.glue import read_eval_rows
-        from distill.measure import size_info, text_latency_ms
+        from distill.measure import text_latency_ms
         from pipelines.tasks import get_task
 
         task = get_task(r.task)

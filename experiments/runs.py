@@ -1,5 +1,5 @@
-"""What the experiment scripts share: running commands and resumable ``distill`` stages, their wall
-times, and measuring a model's size and CPU latency."""
+"""What the experiment scripts share: running commands and resumable ``distill`` stages, and their
+wall times (a model's size and latency: ``distill.measure``)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from distill.measure import median_ms, size_info  # noqa: E402,F401 (the experiments' measures are the package's)
 
 
 class Timings:
