@@ -171,25 +171,25 @@ def _texts(obj: dict, limits: Limits) -> list[str]:
     if len(texts) > limits.max_texts:
         raise RequestError(413, "texts", f"texts has {len(texts)} items, more than the limit of {limits.max_texts} "
                                          "per request; split it")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise RequestError(422, f"texts[{i}]", f"texts[{i}] must be a string, got {_json_type(t)}")
-        if len(t) > limits.max_text_chars:
-            raise RequestError(413, f"texts[{i}]", f"texts[{i}] has {len(t)} characters, more than the limit of "
-                                                   f"{limits.max_text_chars}")
+    _check_strings("texts", texts, limits.max_text_chars)
     return texts
+
+
+def _check_strings(field: str, items: list, max_chars: int) -> None:
+    """Each ``items[i]`` a string of at most ``max_chars`` characters; else a 4xx naming ``field[i]``."""
+    for i, x in enumerate(items):
+        if not isinstance(x, str):
+            raise RequestError(422, f"{field}[{i}]", f"{field}[{i}] must be a string, got {_json_type(x)}")
+        if len(x) > max_chars:
+            raise RequestError(413, f"{field}[{i}]", f"{field}[{i}] has {len(x)} characters, more than the limit "
+                                                     f"of {max_chars}")
 
 
 def _ids(ids: Any, n: int, limits: Limits) -> list[str]:
     if not isinstance(ids, list) or len(ids) != n:
         got = f"{len(ids)} items" if isinstance(ids, list) else _json_type(ids)
         raise RequestError(422, "ids", f"ids must be an array of {n} strings (one per text), got {got}")
-    for i, x in enumerate(ids):
-        if not isinstance(x, str):
-            raise RequestError(422, f"ids[{i}]", f"ids[{i}] must be a string, got {_json_type(x)}")
-        if len(x) > limits.max_text_chars:
-            raise RequestError(413, f"ids[{i}]", f"ids[{i}] has {len(x)} characters, more than the limit of "
-                                                 f"{limits.max_text_chars}")
+    _check_strings("ids", ids, limits.max_text_chars)
     return ids
 
 
