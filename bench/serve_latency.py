@@ -58,6 +58,10 @@ TINY = {"teacher": dict(num_hidden_layers=2, hidden_size=32, num_attention_heads
         "tinybert-4": dict(num_hidden_layers=1, hidden_size=16, num_attention_heads=4, intermediate_size=32)}
 #: Targets of issue 23: (task, batch, model, backend, minimum speed-up over the teacher in PyTorch fp32, goal).
 TARGETS = [("squad", 1, "pruned 50%", "ORT int8", 3.0, 4.0), ("sst2", 1, "TinyBERT-4", "ORT int8", 5.0, 8.0)]
+#: Their quality halves: (task, metric, most points the target's row may lose). Read two ways, both
+#: printed: against the teacher in PyTorch fp32 (compression and int8 together) and against the same
+#: model in PyTorch fp32 (int8 alone).
+QUALITY_TARGETS = {"squad": ("hasans_f1_forced", 2.0), "sst2": ("accuracy", 1.0)}
 
 
 def parse_args(argv=None):
@@ -411,11 +415,29 @@ def report(entries, timing, qual, args, info) -> tuple[str, dict]:
             verdict = "goal met" if r >= goal else "target met" if r >= target else "target NOT met"
             lines.append(f"Target: {task} batch {b}, {model} {backend} vs teacher PyTorch fp32: {r:.2f}x "
                          f"(target >= {target:g}x, goal {goal:g}x): {verdict}.")
+    lines += quality_verdicts(qual)
     if not any(e.trained for e in entries):
         lines.append("Quality: — (no trained model given: random weights at the models' shapes; the speed columns "
                      "need only the shapes).")
     return "\n".join(lines) + "\n", {"machine": info, "threads": args.threads, "rows": rows_json,
                                      "quick": args.quick, "levels": args.levels}
+
+
+def quality_verdicts(qual: dict) -> list[str]:
+    """One line per target whose row and references were scored: the points it loses against the
+    teacher in PyTorch fp32 and against its own PyTorch fp32, each against the target's limit."""
+    lines = []
+    for task, _, model, backend, _, _ in TARGETS:
+        key, limit = QUALITY_TARGETS[task]
+        row, teacher, own = (qual.get(k) for k in ((model, backend), (TEACHER, "PyTorch fp32"), (model, "PyTorch fp32")))
+        if row is None or teacher is None or own is None:
+            continue
+        vs_teacher, vs_own = row[key] - teacher[key], row[key] - own[key]
+        lines.append(f"Quality target: {task} {model} {backend}, {key} {row[key]:.2f}: {vs_teacher:+.2f} points against "
+                     f"the teacher in PyTorch fp32 ({teacher[key]:.2f}; {'within' if vs_teacher >= -limit else 'NOT within'}"
+                     f" {limit:g}), {vs_own:+.2f} against itself in PyTorch fp32 ({own[key]:.2f}; int8 alone: "
+                     f"{'within' if vs_own >= -limit else 'NOT within'} {limit:g}).")
+    return lines
 
 
 def main(argv=None) -> dict:

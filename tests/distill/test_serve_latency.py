@@ -61,3 +61,23 @@ def test_quick_run_times_every_pair_and_scores_the_trained_models(tmp_path, teac
     assert rows[("squad", "pruned 30%", "ORT fp32")]["shape"].startswith("heads 1-1, FFN ")
     table = (tmp_path / "table.md").read_text()
     assert "Machine:" in table and "Target: squad batch 1, pruned 50% ORT int8" in table and "—" in table
+    assert "Quality target: squad pruned 50% ORT int8, hasans_f1_forced" in table
+
+
+def test_quality_verdicts_by_hand():
+    """Each target's row against the teacher in PyTorch fp32 and against its own PyTorch fp32, with
+    the target's limit (2 points of forced HasAns F1 for SQuAD, 1 of accuracy for SST-2)."""
+    bench = _bench()
+    qual = {("teacher", "PyTorch fp32"): {"f1_tuned": 52.0, "hasans_f1_forced": 56.0},
+            ("pruned 50%", "PyTorch fp32"): {"f1_tuned": 50.0, "hasans_f1_forced": 54.5},
+            ("pruned 50%", "ORT int8"): {"f1_tuned": 49.0, "hasans_f1_forced": 53.5}}
+    (line,) = bench.quality_verdicts(qual)  # SST-2 not scored: no line for it
+    # 53.5 - 56.0 = -2.5 (beyond 2); 53.5 - 54.5 = -1.0 (within 2)
+    assert line == ("Quality target: squad pruned 50% ORT int8, hasans_f1_forced 53.50: -2.50 points against the "
+                    "teacher in PyTorch fp32 (56.00; NOT within 2), -1.00 against itself in PyTorch fp32 (54.50; "
+                    "int8 alone: within 2).")
+    qual = {("teacher", "PyTorch fp32"): {"accuracy": 81.0}, ("TinyBERT-4", "PyTorch fp32"): {"accuracy": 80.5},
+            ("TinyBERT-4", "ORT int8"): {"accuracy": 80.0}}
+    (line,) = bench.quality_verdicts(qual)
+    assert "-1.00 points against the teacher in PyTorch fp32 (81.00; within 1)" in line  # 80.0 - 81.0
+    assert "-0.50 against itself in PyTorch fp32 (80.50; int8 alone: within 1)" in line
