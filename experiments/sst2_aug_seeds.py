@@ -2,8 +2,8 @@
 
     python experiments/sst2_aug_seeds.py --out out/sst2-aug-seeds      # --sizes 1500,8000 --seeds 3,2
     # the paper's schedule at 1,500 (issue 25; docs/results.md says what 8,000 got and why):
-    python experiments/sst2_aug_seeds.py --out out/sst2-aug-schedule --sizes 1500,8000 --seeds 3,2 \
-        --epochs 1500=10+3,8000=3+1 --corpus-seeds 1500=42,43,44
+    python experiments/sst2_aug_seeds.py --out out/sst2-aug-schedule --sizes 1500,8000 --seeds 3,2 --n-aug 8 \
+        --epochs 1500=10+3 --epochs 8000=2+1 --corpus-seeds 1500=42,43,44
 
 TinyBERT-4 students distilled from one teacher with and without the augmented corpus, at several
 numbers of original training sentences, several seeds each:
