@@ -5,6 +5,7 @@ table in the project measures the same way.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -12,14 +13,39 @@ import time
 
 
 def size_info(model_dir: str) -> dict:
-    """``{"parameters", "mb"}``: parameters stored in ``model.safetensors`` (a pruned model's zeros
-    included) and the file's size in MiB."""
+    """``{"parameters", "mb"}``: the model's parameters and its ``model.safetensors`` in MiB. A
+    pruned model (``pruning.json``) is stored full size with its cut weights zero: ``parameters``
+    counts what its compact form holds (``load_pruned``, ``distill export``), ``stored_parameters``
+    what the file holds, and ``mb`` stays the file's size."""
     from safetensors import safe_open
 
     path = os.path.join(model_dir, "model.safetensors")
     with safe_open(path, "pt") as f:
         params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
-    return {"parameters": params, "mb": round(os.path.getsize(path) / 2**20, 1)}
+    out = {"parameters": params, "mb": round(os.path.getsize(path) / 2**20, 1)}
+    cut = _pruned_away(model_dir)
+    if cut:
+        out |= {"parameters": params - cut, "stored_parameters": params}
+    return out
+
+
+def _pruned_away(model_dir: str) -> int:
+    """Parameters compaction removes from a pruned model: per head cut, its query, key and value
+    rows (weights and biases) and its columns of the attention output (d = hidden / heads each);
+    per FFN unit cut, its row and bias in the up projection and its column in the down projection.
+    0 without ``pruning.json``."""
+    from distill.pruning import read_mask
+
+    mask = read_mask(model_dir)
+    if mask is None:
+        return 0
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    hidden = config["hidden_size"]
+    d = hidden // config["num_attention_heads"]
+    heads_cut = int((~mask.heads).sum())
+    ffn_cut = int((~mask.ffn).sum())
+    return heads_cut * (4 * d * hidden + 3 * d) + ffn_cut * (2 * hidden + 1)
 
 
 def median_ms(model, inputs: list[dict], threads: int = 1, warmup: int = 5) -> float:
@@ -98,8 +124,6 @@ def pruning_summary(model_dir: str, source: str | None = None) -> dict:
     """What a pruned model kept (its ``pruning.json``: heads and FFN units kept of all, heads per
     layer), and for an l0 run the targets and what was reached (the ``metrics.json`` of the pruning
     run ``source``, or of ``model_dir`` itself); ``{}`` for an unpruned model."""
-    import json
-
     path = os.path.join(model_dir, "pruning.json")
     if not os.path.exists(path):
         return {}
