@@ -294,7 +294,8 @@ def _fp32_diff(entry: Entry, batch: dict) -> float:
 
 
 def quality(entries: list[Entry], args) -> dict:
-    """{(model, backend): {"accuracy"} or {"f1_tuned", "hasans_f1_forced"}} for the trained models."""
+    """{(task, model, backend): {"accuracy"} or {"f1_tuned", "hasans_f1_forced"}} for the trained
+    models (keyed by task too: both tasks have a "teacher")."""
     from transformers import AutoTokenizer
 
     from distill.data import Collator
@@ -318,12 +319,12 @@ def quality(entries: list[Entry], args) -> dict:
                 task = get_task("sst2")
                 rows = read_tsv(args.sst2_dev or os.path.join(args.assets, "glue", "SST-2", "dev.tsv"), task)[:n]
                 r = evaluate(model, rows, Collator(tokenizer, ["sentence"], 128, with_labels=True), task, 32, "cpu")
-                out[(e.name, backend)] = {"accuracy": 100 * r["accuracy"]}
+                out[(e.task, e.name, backend)] = {"accuracy": 100 * r["accuracy"]}
             else:
                 holdout = args.squad_eval or os.path.join(args.assets, "squad", "squad2-eval-split.json")
                 rows, tune = read_examples(holdout)[:n], read_examples(args.squad_tune)[:n]
                 r = evaluate_qa(model, rows, QACollator(tokenizer, *_windows(e)), 32, "cpu", 0.0, tune)
-                out[(e.name, backend)] = {"f1_tuned": r["f1_tuned"], "hasans_f1_forced": r["hasans_f1_forced"]}
+                out[(e.task, e.name, backend)] = {"f1_tuned": r["f1_tuned"], "hasans_f1_forced": r["hasans_f1_forced"]}
     return out
 
 
@@ -388,9 +389,9 @@ def report(entries, timing, qual, args, info) -> tuple[str, dict]:
                 mb = e.info["file_mb"]["fp32" if backend == "ORT fp32" else "int8"] if backend != "PyTorch fp32" \
                     else None
                 cells = [e.name, e.shape, backend, f"{e.info['parameters'] / 1e6:.1f}M", "" if mb is None else f"{mb:.1f}",
-                         _quality_text(qual.get((e.name, backend)))]
+                         _quality_text(qual.get((task, e.name, backend)))]
                 row = {"task": task, "model": e.name, "shape": e.shape, "backend": backend, "trained": e.trained,
-                       "parameters": e.info["parameters"], "file_mb": mb, "quality": qual.get((e.name, backend)),
+                       "parameters": e.info["parameters"], "file_mb": mb, "quality": qual.get((task, e.name, backend)),
                        "batches": {}}
                 for b in batches:
                     rounds = timing[(task, b)][(e.name, backend)]
@@ -429,7 +430,8 @@ def quality_verdicts(qual: dict) -> list[str]:
     lines = []
     for task, _, model, backend, _, _ in TARGETS:
         key, limit = QUALITY_TARGETS[task]
-        row, teacher, own = (qual.get(k) for k in ((model, backend), (TEACHER, "PyTorch fp32"), (model, "PyTorch fp32")))
+        row, teacher, own = (qual.get((task, *k)) for k in ((model, backend), (TEACHER, "PyTorch fp32"),
+                                                            (model, "PyTorch fp32")))
         if row is None or teacher is None or own is None:
             continue
         vs_teacher, vs_own = row[key] - teacher[key], row[key] - own[key]

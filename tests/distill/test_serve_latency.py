@@ -56,6 +56,7 @@ def test_quick_run_times_every_pair_and_scores_the_trained_models(tmp_path, teac
         assert rows[(task, model, "ORT fp32")]["quality"] == fp32  # the same function, the same scores
         assert all(0 <= v <= 100 for v in fp32.values())
     assert set(rows[("squad", "teacher", "ORT int8")]["quality"]) == {"f1_tuned", "hasans_f1_forced"}
+    assert set(rows[("sst2", "teacher", "ORT int8")]["quality"]) == {"accuracy"}  # each task its own teacher
     assert rows[("squad", "pruned 50%", "ORT fp32")]["shape"] == "heads 3-1, FFN " + "-".join(
         str(n) for n in mask.ffn.sum(1).tolist())
     assert rows[("squad", "pruned 30%", "ORT fp32")]["shape"].startswith("heads 1-1, FFN ")
@@ -68,16 +69,17 @@ def test_quality_verdicts_by_hand():
     """Each target's row against the teacher in PyTorch fp32 and against its own PyTorch fp32, with
     the target's limit (2 points of forced HasAns F1 for SQuAD, 1 of accuracy for SST-2)."""
     bench = _bench()
-    qual = {("teacher", "PyTorch fp32"): {"f1_tuned": 52.0, "hasans_f1_forced": 56.0},
-            ("pruned 50%", "PyTorch fp32"): {"f1_tuned": 50.0, "hasans_f1_forced": 54.5},
-            ("pruned 50%", "ORT int8"): {"f1_tuned": 49.0, "hasans_f1_forced": 53.5}}
-    (line,) = bench.quality_verdicts(qual)  # SST-2 not scored: no line for it
+    squad = {("squad", "teacher", "PyTorch fp32"): {"f1_tuned": 52.0, "hasans_f1_forced": 56.0},
+             ("squad", "pruned 50%", "PyTorch fp32"): {"f1_tuned": 50.0, "hasans_f1_forced": 54.5},
+             ("squad", "pruned 50%", "ORT int8"): {"f1_tuned": 49.0, "hasans_f1_forced": 53.5}}
+    (line,) = bench.quality_verdicts(squad)  # SST-2 not scored: no line for it
     # 53.5 - 56.0 = -2.5 (beyond 2); 53.5 - 54.5 = -1.0 (within 2)
     assert line == ("Quality target: squad pruned 50% ORT int8, hasans_f1_forced 53.50: -2.50 points against the "
                     "teacher in PyTorch fp32 (56.00; NOT within 2), -1.00 against itself in PyTorch fp32 (54.50; "
                     "int8 alone: within 2).")
-    qual = {("teacher", "PyTorch fp32"): {"accuracy": 81.0}, ("TinyBERT-4", "PyTorch fp32"): {"accuracy": 80.5},
-            ("TinyBERT-4", "ORT int8"): {"accuracy": 80.0}}
-    (line,) = bench.quality_verdicts(qual)
+    sst2 = {("sst2", "teacher", "PyTorch fp32"): {"accuracy": 81.0},
+            ("sst2", "TinyBERT-4", "PyTorch fp32"): {"accuracy": 80.5}, ("sst2", "TinyBERT-4", "ORT int8"): {"accuracy": 80.0}}
+    # both tasks scored, each with its own teacher (the same name in both)
+    line = bench.quality_verdicts(squad | sst2)[1]
     assert "-1.00 points against the teacher in PyTorch fp32 (81.00; within 1)" in line  # 80.0 - 81.0
     assert "-0.50 against itself in PyTorch fp32 (80.50; int8 alone: within 1)" in line
