@@ -281,7 +281,7 @@ def main(argv=None) -> dict:
     full = timings.run("corpus: SST-2 train (teacher)", train_corpus, os.path.join(out, "corpus", "sst2-train"))
     corpora, counts = {}, {}  # (size, corpus seed) -> path, counts
     for size in args.sizes:
-        for i, seed in enumerate(args.corpus_seeds[size]):
+        for seed in args.corpus_seeds[size]:
             key, suffix = (size, seed), _suffix(args, size, seed)
             if key in args.aug_corpus:
                 corpora[key] = args.aug_corpus[key]
@@ -289,7 +289,7 @@ def main(argv=None) -> dict:
                 corpora[key] = timings.run(f"corpus: {size}{suffix}", augmented_corpus,
                                            os.path.join(out, "corpus", f"sst2-aug-{size}{suffix}"), size, args.n_aug, seed)
             counts[key] = corpus_counts(corpora[key])
-            given = f"--aug-corpus {size}:{seed}={corpora[key]}"
+            given = f"--aug-corpus {size}:{seed}={corpora[key]}" if key in args.aug_corpus else f"corpus {corpora[key]}"
             if counts[key]["originals"] != size:
                 raise SystemExit(f"{given}: the corpus has {counts[key]['originals']} originals, not {size}")
             if counts[key]["augmentation_seed"] not in (None, seed):
