@@ -23,29 +23,13 @@ def size_info(model_dir: str) -> dict:
     with safe_open(path, "pt") as f:
         params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     out = {"parameters": params, "mb": round(os.path.getsize(path) / 2**20, 1)}
-    cut = _pruned_away(model_dir)
-    if cut:
-        out |= {"parameters": params - cut, "stored_parameters": params}
+    pruning = os.path.join(model_dir, "pruning.json")
+    if os.path.exists(pruning):  # save_pruned records the compact count (distill.pruning.effective_parameters)
+        with open(pruning, encoding="utf-8") as f:
+            compact = json.load(f)["summary"].get("parameters")
+        if compact is not None:
+            out |= {"parameters": compact, "stored_parameters": params}
     return out
-
-
-def _pruned_away(model_dir: str) -> int:
-    """Parameters compaction removes from a pruned model: per head cut, its query, key and value
-    rows (weights and biases) and its columns of the attention output (d = hidden / heads each);
-    per FFN unit cut, its row and bias in the up projection and its column in the down projection.
-    0 without ``pruning.json``."""
-    from distill.pruning import read_mask
-
-    mask = read_mask(model_dir)
-    if mask is None:
-        return 0
-    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
-        config = json.load(f)
-    hidden = config["hidden_size"]
-    d = hidden // config["num_attention_heads"]
-    heads_cut = int((~mask.heads).sum())
-    ffn_cut = int((~mask.ffn).sum())
-    return heads_cut * (4 * d * hidden + 3 * d) + ffn_cut * (2 * hidden + 1)
 
 
 def median_ms(model, inputs: list[dict], threads: int = 1, warmup: int = 5) -> float:
