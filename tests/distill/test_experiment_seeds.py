@@ -239,3 +239,29 @@ def test_sst2_aug_seeds_experiment_smoke(tmp_path, real_assets, monkeypatch):
     # a corpus passed for a size it does not have is refused before anything trains
     with pytest.raises(SystemExit, match=r"--aug-corpus 16:42=.*corpus-32: the corpus has 32 originals, not 16"):
         sst2_aug_seeds.main(["--out", str(out), "--sizes", "16", "--seeds", "1", "--aug-corpus", f"16={corpora[32]}"])
+
+
+def test_committed_results_agree_with_their_statistics_and_the_docs():
+    """docs/results/sst2-aug-*.json (issue 25's acceptance): its statistics recomputed from the
+    per-seed accuracies, its table rows present in docs/results.md, its means and gap in the README."""
+    root = Path(__file__).resolve().parents[2]
+    committed = sorted((root / "docs" / "results").glob("sst2-aug-*.json"))
+    assert committed, "no committed results under docs/results/"
+    docs, readme = (root / "docs" / "results.md").read_text(), (root / "README.md").read_text()
+    for path in committed:
+        summary = json.loads(path.read_text())
+        assert set(summary["teacher"]) >= {"dev_accuracy"}
+        for size, s in summary["sizes"].items():
+            conditions = s["conditions"]
+            for c in conditions.values():
+                again = sst2_aug_seeds.summarise([r["accuracy"] for r in c["seeds"]])
+                assert (c["n"], c["mean"]) == (again["n"], pytest.approx(again["mean"]))
+                assert c["std"] == pytest.approx(again["std"])
+                assert c["retention"] == pytest.approx(c["mean"] / summary["teacher"]["dev_accuracy"])
+            gap = sst2_aug_seeds.compare(conditions["augmented"], conditions["no-augmentation"])
+            assert s["augmented_minus_no_augmentation"] == pytest.approx(gap)
+            aug, base = (f"**{100 * conditions[c]['mean']:.2f}**" for c in ("augmented", "no-augmentation"))
+            assert aug in readme and base in readme and f"**{100 * gap['gap']:+.2f}**" in readme, path.name
+        rows = [line for line in sst2_aug_seeds.table(summary) if line.startswith(("| 1", "| 8"))]
+        missing = [line for line in rows if line not in docs]
+        assert rows and not missing, f"{path.name}: rows not in docs/results.md: {missing}"
