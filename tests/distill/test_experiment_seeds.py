@@ -250,8 +250,7 @@ def test_committed_results_agree_with_their_statistics_and_the_docs():
     docs, readme = (root / "docs" / "results.md").read_text(), (root / "README.md").read_text()
     for path in committed:
         summary = json.loads(path.read_text())
-        assert set(summary["teacher"]) >= {"dev_accuracy"}
-        for size, s in summary["sizes"].items():
+        for s in summary["sizes"].values():
             conditions = s["conditions"]
             for c in conditions.values():
                 again = sst2_aug_seeds.summarise([r["accuracy"] for r in c["seeds"]])
@@ -262,6 +261,7 @@ def test_committed_results_agree_with_their_statistics_and_the_docs():
             assert s["augmented_minus_no_augmentation"] == pytest.approx(gap)
             aug, base = (f"**{100 * conditions[c]['mean']:.2f}**" for c in ("augmented", "no-augmentation"))
             assert aug in readme and base in readme and f"**{100 * gap['gap']:+.2f}**" in readme, path.name
-        rows = [line for line in sst2_aug_seeds.table(summary) if line.startswith(("| 1", "| 8"))]
+        rows = [line for line in sst2_aug_seeds.table(summary)  # the two tables' data rows
+                if line.startswith("| ") and not line.startswith(("| originals", "| ---"))]
         missing = [line for line in rows if line not in docs]
         assert rows and not missing, f"{path.name}: rows not in docs/results.md: {missing}"
