@@ -17,8 +17,9 @@ STAGES = ("finetune", "general", "task", "prune")
 PRUNE_STRATEGIES = ("random", "gain", "l0")
 PRUNE_SCOPES = ("global", "layer")
 STEPS = ("intermediate", "prediction")
-PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "constant")
+#: auto: bf16 autocast where the hardware runs bf16 natively, fp32 elsewhere (distill.devices)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -78,7 +79,9 @@ class OptimConfig:
 class TrainConfig:
     """batch_size is per process and micro-step; the global batch is batch_size x processes x
     grad_accum. max_steps (optimizer steps) wins over epochs. eval_every/save_every: in optimizer
-    steps, 0 = only at the end."""
+    steps, 0 = only at the end. precision: auto (bf16 autocast where the hardware runs bf16
+    natively, fp32 elsewhere: distill.devices), fp32, bf16 or fp16. progress: None -> a bar on a
+    terminal and a plain line every progress_seconds otherwise; False -> silent."""
 
     batch_size: int = 32
     grad_accum: int = 1
@@ -90,9 +93,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     seed: int = 42
-    precision: str = "fp32"
+    precision: str = "auto"
     device: str = "auto"
     progress: bool | None = None
+    progress_seconds: float = 30.0
     tensorboard: bool = True
 
 

@@ -38,7 +38,8 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     from distill.glue import read_eval_rows
     from distill.models import ModelError, count_parameters
     from distill.pruning import load_pruned
-    from distill.train import _device, evaluate
+    from distill.devices import resolve_device
+    from distill.train import evaluate
     from pipelines.tasks import get_task
 
     task = get_task(task_name)
@@ -58,7 +59,7 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     model = load_pruned(model_path, "classification")  # compacted when saved pruned: same outputs, less work
     if model.config.num_labels != task.num_labels:
         raise ModelError(f"{model_path} has {model.config.num_labels} outputs; task {task.name} has {task.num_labels}")
-    dev = _device(device, 0)
+    dev = resolve_device(device, 0)
     model.to(dev).eval()
     rows = read_eval_rows(data, task, split)
     collator = Collator(AutoTokenizer.from_pretrained(model_path), task.text_fields, max_seq_length,
@@ -77,13 +78,13 @@ def _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc
     from distill.models import ModelError, count_parameters
     from distill.pruning import load_pruned
     from distill.qa import QACollator, evaluate_qa, read_examples
-    from distill.train import _device
+    from distill.devices import resolve_device
 
     model = load_pruned(model_path, "qa")
     if not any("QuestionAnswering" in a for a in (model.config.architectures or [])):
         raise ModelError(f"{model_path} has no trained QA head (architectures {model.config.architectures}); "
                          f"fine-tune it first: distill finetune task=squad")
-    dev = _device(device, 0)
+    dev = resolve_device(device, 0)
     model.to(dev).eval()
     rows = read_examples(data, task)
     tune_rows = None

@@ -27,7 +27,8 @@ from torch import nn
 from distill.config import Config, ConfigError
 from distill.pruning import (PruneMask, apply_mask, deterministic_open, effective_parameters, expected_counts,
                              gain_scores, random_scores, select)
-from distill.train import Recipe, _device, eval_rows, evaluate, make_collator, save_pretrained, train_corpus
+from distill.devices import resolve_device
+from distill.train import Recipe, eval_rows, evaluate, make_collator, save_pretrained, train_corpus
 from distill.train import main as train_main
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def run(cfg: Config) -> dict:
     head = "qa" if task.kind == "qa" else "classification"
     model = load_model(cfg.model.teacher, head)
     trained_head(model, head, cfg.model.teacher)
-    device = _device(cfg.train.device, 0)
+    device = resolve_device(cfg.train.device, 0)
     model.to(device)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.teacher)
     p = cfg.prune

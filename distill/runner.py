@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from distill.config import Config, ConfigError, config_from_dict
+from distill.devices import Precision, resolve_device, resolve_precision
 from distill.recipes import CONFIG_SECTIONS, Recipe, RecipeError
 
 log = logging.getLogger("distill.runner")
@@ -42,7 +43,7 @@ DONE = "stage.json"
 STAGE_VERSIONS = {"corpus": 1, "split": 1, "teacher": 1, "general": 1, "intermediate": 1, "prediction": 1,
                   "prune": 1, "recover": 1, "eval": 2, "latency": 1, "report": 1}
 # Config keys that change how a run is shown or how fast it goes, not what it computes.
-UNHASHED = {("train", "progress"), ("train", "tensorboard"), ("train", "log_every"), ("data", "num_workers"),
+UNHASHED = {("train", "progress"), ("train", "progress_seconds"), ("train", "tensorboard"), ("train", "log_every"), ("data", "num_workers"),
             ("train", "eval_batch_size"), ("output_dir",)}
 
 
@@ -196,6 +197,8 @@ class _Planner:
         for section, key in (("model", "teacher"), ("model", "student"), ("data", "train"), ("data", "dev"),
                              ("data", "teacher_cache")):
             d[section][key] = self.path_identity(d[section][key])
+        # auto resolves first: a stage trained in bf16 is not the same stage as one trained in fp32
+        d["train"]["precision"] = stage_precision(cfg, warn=False).name
         return d
 
     def path_identity(self, value):
@@ -302,13 +305,20 @@ def _train_step(p: _Planner, name: str, kind: str, fixed: dict, reads: list[str]
             cfg_run = before(step, results, cfg_run) or cfg_run
         if corpus and not cfg_run.train.max_steps and "rows)" not in step.work:  # the corpus exists now
             print(f"      {p.steps_text(cfg_run, corpus)}", flush=True)
+        precision = stage_precision(cfg_run)
+        print(f"      precision {precision.name} ({precision.reason})", flush=True)
         metrics = train_in(cfg_run)
         out = os.path.join(cfg_run.output_dir, model_out)
         if model_out == "best" and not os.path.isdir(out):
             out = os.path.join(cfg_run.output_dir, "final")
-        return {"model": out, "metrics": _jsonable(metrics)}
+        return {"model": out, "metrics": _jsonable(metrics), **precision.to_dict()}
 
     return p.add(name, kind, identity, reads, work, run)
+
+
+def stage_precision(cfg: Config, warn: bool = True) -> Precision:
+    """The precision a training config runs in on this machine (``auto`` resolved), with why."""
+    return resolve_precision(cfg.train.precision, resolve_device(cfg.train.device), warn=warn)
 
 
 def train_in(cfg: Config) -> dict:

@@ -36,6 +36,8 @@ from torch import nn
 
 from distill.config import Config, ConfigError, config_from_dict, differences
 from distill.data import Collator, loader, open_corpus
+from distill.progress import Progress
+from distill.devices import barrier, distributed, resolve_device, resolve_precision
 from distill.stages import StageParts, build
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 STATE = "trainer_state.pt"
 DONE = "COMPLETE"  # written last: a checkpoint without it was interrupted while saving
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ResumeError(ValueError):
@@ -52,30 +53,6 @@ class ResumeError(ValueError):
 
 # --------------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; initialises the process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    return torch.device(name)
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
 
 
 def linear_schedule(total: int, warmup: int, decay: bool = True):
@@ -198,7 +175,7 @@ def train_corpus(cfg: Config, task, is_main: bool = True, world: int = 1) -> str
     root = json_to_corpus_dir(cfg.output_dir)
     if is_main:
         squad_json_corpus(path, root)
-    _barrier(world)
+    barrier(world)
     return root
 
 
@@ -237,8 +214,8 @@ class Recipe:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.rank, self.world, self.local_rank = _distributed()
-        self.device = _device(cfg.train.device, self.local_rank)
+        self.rank, self.world, self.local_rank = distributed()
+        self.device = resolve_device(cfg.train.device, self.local_rank)
         self.is_main = self.rank == 0
         self.step = 0
         self.batches_drawn = 0
@@ -297,8 +274,11 @@ class Recipe:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(self.max_steps, warmup,
                                                                                         o.schedule == "linear"))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.precision == "fp16")
-        self.autocast = (torch.autocast(self.device.type, dtype=DTYPES[t.precision])
-                         if t.precision in DTYPES else nullcontext())
+        self.precision = resolve_precision(t.precision, self.device)
+        if self.is_main:
+            log.info("precision: %s (%s)", self.precision.name, self.precision.reason)
+        dtype = self.precision.autocast_dtype
+        self.autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
         stream = self.corpus.stream(seed=t.seed, shuffle=True, buffer_size=cfg.data.shuffle_buffer,
                                     chunk_rows=cfg.data.chunk_rows, rank=self.rank, world_size=self.world,
@@ -345,11 +325,11 @@ class Recipe:
 
     def train(self) -> dict:
         """Run to ``max_steps``; returns the last evaluation (empty when the stage does not evaluate)."""
-        from tqdm import tqdm
-
         t = self.cfg.train
-        show = self.is_main and (sys.stderr.isatty() if t.progress is None else t.progress)
-        bar = tqdm(total=self.max_steps, initial=self.step, disable=not show, unit="step", dynamic_ncols=True)
+        label = f"{self.cfg.stage}" + (f" ({self.cfg.step})" if self.cfg.stage == "task" else "")
+        show = None if t.progress is None else t.progress
+        bar = Progress(self.max_steps, self.step, label=label, show=show if self.is_main else False,
+                       every=t.progress_seconds)
         batches = iter(self.loader)
         self.module.train()
         sums: dict[str, float] = {}
@@ -360,23 +340,32 @@ class Recipe:
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             self.step += 1
-            bar.update(1)
             if self.step % t.log_every == 0 or self.step == self.max_steps:
                 n = self.step - window_start
                 rate = n / max(1e-9, time.perf_counter() - started)
                 self._log({k: v / n for k, v in sums.items()} | {"steps_per_s": rate})
-                bar.set_postfix(loss=f"{sums.get('loss', 0.0) / n:.4f}")
+                bar.note(loss=f"{sums.get('loss', 0.0) / n:.4f}")
                 sums, started, window_start = {}, time.perf_counter(), self.step
+            bar.update(1)
             if t.eval_every and self.step % t.eval_every == 0 and self.step < self.max_steps:
                 last_eval = self.evaluate()
+                self._show_eval(bar, last_eval)
             if t.save_every and self.step % t.save_every == 0 and self.step < self.max_steps:
                 self.save_checkpoint()
         bar.close()
-        last_eval = self.evaluate() or last_eval
+        final_eval = self.evaluate()
+        self._show_eval(bar, final_eval)
+        last_eval = final_eval or last_eval
         self.save_checkpoint()
         last_eval = self.finish(last_eval)
-        _barrier(self.world)
+        barrier(self.world)
         return last_eval
+
+    def _show_eval(self, bar: Progress, result: dict) -> None:
+        if result:
+            figures = ", ".join(f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float) and k != "score")
+            bar.line(f"step {self.step:,}: dev {figures or 'score ' + format(result['score'], '.4f')} "
+                     f"(best score {self.best:.4f})")
 
     def finish(self, last_eval: dict) -> dict:
         """After the last step: write ``output_dir/final`` (rank 0); returns the run's result.
@@ -429,7 +418,7 @@ class Recipe:
                 save_pretrained(self.parts.model, self.tokenizer, self.cfg,
                                 os.path.join(self.cfg.output_dir, "best"), extra={"step": self.step, **result})
             self._log({f"eval/{k}": v for k, v in result.items()} | {"best": self.best})
-        _barrier(self.world)
+        barrier(self.world)
         if self.world > 1:  # every rank keeps the same best score, so checkpoints agree
             box = [self.best]
             dist.broadcast_object_list(box, src=0)
@@ -473,11 +462,11 @@ class Recipe:
                         "scaler": self.scaler.state_dict()}, os.path.join(path, STATE))
             with open(os.path.join(path, "config.yaml"), "w", encoding="utf-8") as f:
                 f.write(self.cfg.to_yaml())
-        _barrier(self.world)
+        barrier(self.world)
         if self.is_main:
             open(os.path.join(path, DONE), "w").close()
             self._rotate()
-        _barrier(self.world)
+        barrier(self.world)
         return path
 
     def _extras(self) -> dict[str, nn.Module]:

@@ -18,7 +18,7 @@ def test_sst2_experiment_smoke(tmp_path, real_assets):
 
     argv = ["--out", str(tmp_path / "out"), "--max-records", "64", "--n-aug", "1", "--teacher-steps", "2",
             "--general-steps", "2", "--task-steps", "2", "--latency-sentences", "8", "--dev-rows", "64",
-            "--set", "corpus.beam_args=[--runner,apache_beam.runners.portability.fn_api_runner.FnApiRunner]"]
+            "--set", "corpus.beam_args=[--runner,DirectRunner]"]
     summary = sst2_cpu.main(argv)
     assert set(summary["rows"]) == {"teacher (MiniLM-L6 fine-tuned)", "TinyBERT-4, augmented",
                                     "TinyBERT-4, no augmentation"}

@@ -22,7 +22,7 @@ from pipelines.tasks import get_task
 from tests.conftest import write_tiny_glove
 from tests.distill.conftest import WORDS, save_model, sentence, tiny_config, write_squad_json
 
-FNAPI = "[--runner,apache_beam.runners.portability.fn_api_runner.FnApiRunner]"
+FNAPI = "[--runner,DirectRunner]"
 TRAINING = ("teacher", "general", "intermediate", "prediction", "prune", "recover")
 QA_WINDOWS = {"data.max_seq_length": 48, "data.doc_stride": 16, "data.max_query_length": 12}
 

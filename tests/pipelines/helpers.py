@@ -1,9 +1,9 @@
 """Helpers shared by the corpus-builder tests."""
 from __future__ import annotations
 
-# Beam's DirectRunner first tries Prism (downloading it when it can) and falls back to this Python
-# runner; naming it keeps the tests hermetic and the --direct_num_workers flags meaningful.
-RUNNER = ["--runner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner"]
+# The builder's DirectRunner is Beam's in-process FnApiRunner (pipelines.corpus.pipeline_runner:
+# never Prism), so the tests run the runner users get by default.
+RUNNER = ["--runner", "DirectRunner"]
 
 TWO_PROCESSES = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 

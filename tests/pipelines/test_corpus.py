@@ -176,3 +176,29 @@ def test_dask_runner_gets_one_task_per_read_split_unless_told_otherwise():
     assert runner_defaults(dask + ["--dask_npartitions=4"]) == []
     assert runner_defaults(dask + ["--dask_partition_size", "8"]) == []
     assert runner_defaults(["--runner", "DirectRunner", "--direct_num_workers=2"]) == []
+
+
+def test_direct_runner_runs_in_process_and_never_builds_prism(tmp_path, task_files, fake_models, monkeypatch, caplog):
+    """--runner DirectRunner is the in-process FnApiRunner the tests run: Beam's DirectRunner would
+    try Prism (a binary downloaded at run time) first."""
+    from apache_beam.runners.portability import prism_runner
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    def refuse(*a, **k):
+        raise AssertionError("a Prism runner was constructed")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "__init__", refuse)
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    ran = []
+    real = fn_runner.FnApiRunner.run_pipeline
+    monkeypatch.setattr(fn_runner.FnApiRunner, "run_pipeline", lambda self, *a, **k: ran.append(1) or real(self, *a, **k))
+    caplog.set_level("INFO")
+    for named in (False, True):
+        argv = args("SST-2", task_files["sst2"], tmp_path / f"corpus-{named}", fake_models)
+        if not named:  # no --runner at all: Beam's default
+            i = argv.index("--runner")
+            del argv[i:i + 2]
+        manifest = run(argv, loader=FakeLoader())
+        assert manifest["counts"]["accepted"] > 0 and manifest["compute"]["runner"] == "DirectRunner"
+    assert ran == [1, 1]
+    assert "prism" not in caplog.text.lower()
