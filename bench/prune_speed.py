@@ -8,9 +8,9 @@
 The model is a QA model of the chosen shape (``minilm``: 6 layers, hidden 384, 12 heads, FFN 1536, the
 asset's shape; ``bert-base``: 12 layers, 768, 12, 3072) with random weights: speed depends on shapes,
 not values. A seeded random mask keeps --keep-heads of the heads and --keep-ffn of the FFN units
-(over all layers); ``distill.pruning.compact`` removes the rest. With ``--model`` the pruned model of
+(over all layers); ``distill.modules.pruning.compact`` removes the rest. With ``--model`` the pruned model of
 ``distill prune`` is compared as users run it: loaded plainly (its pruned weights are zeros, the
-unpruned model's cost) against ``distill.pruning.load_pruned`` (compacted). Full and compact forwards
+unpruned model's cost) against ``distill.modules.pruning.load_pruned`` (compacted). Full and compact forwards
 alternate within each repetition so machine noise hits both alike; the script prints the medians and
 the speed-up per batch size, the parameter counts, the safetensors file sizes, and the largest output
 difference between the two forms.
@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from distill.pruning import Gates, compact, random_scores, select  # noqa: E402
+from distill.modules.pruning import Gates, compact, random_scores, select  # noqa: E402
 
 SHAPES = {"minilm": dict(num_hidden_layers=6, hidden_size=384, num_attention_heads=12, intermediate_size=1536),
           "bert-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072)}
@@ -99,7 +99,7 @@ def _models(args):
     """(full, compact, mask, label): the two forms of one pruned function."""
     from transformers import AutoModelForQuestionAnswering, BertConfig, BertForQuestionAnswering
 
-    from distill.pruning import apply_mask, load_pruned, read_mask
+    from distill.modules.pruning import apply_mask, load_pruned, read_mask
 
     if args.model:
         mask = read_mask(args.model)

@@ -48,8 +48,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from distill.export import INT8_FILE, ONNX_FILE, OrtModel, export  # noqa: E402
-from distill.models import PRESETS, load_model  # noqa: E402
-from distill.pruning import load_pruned, random_scores, read_mask, save_pruned, select  # noqa: E402
+from distill.modules.models import PRESETS, load_model  # noqa: E402
+from distill.modules.pruning import load_pruned, random_scores, read_mask, save_pruned, select  # noqa: E402
 
 BACKENDS = ("PyTorch fp32", "ORT fp32", "ORT int8")
 TEACHER = "teacher"
@@ -298,10 +298,11 @@ def quality(entries: list[Entry], args) -> dict:
     models (keyed by task too: both tasks have a "teacher")."""
     from transformers import AutoTokenizer
 
-    from distill.data import Collator
-    from distill.glue import read_tsv
-    from distill.qa import QACollator, evaluate_qa, read_examples
-    from distill.train import evaluate
+    from distill.data.stream import Collator
+    from distill.data.glue import read_tsv
+    from distill.data.qa import QACollator, read_examples
+    from distill.evaluation.squad import evaluate_qa
+    from distill.evaluation.evaluate import evaluate
     from pipelines.tasks import get_task
 
     out, n = {}, args.quality_limit
@@ -331,7 +332,7 @@ def quality(entries: list[Entry], args) -> dict:
 def _windows(entry: Entry) -> tuple[int, int, int]:
     """(max_seq_length, doc_stride, max_query_length) the model was trained with (its config.yaml),
     else 384/128/64 (cut to 1/3 and 1/6 of a shorter model's positions)."""
-    from distill.evaluate import trained_settings
+    from distill.evaluation.evaluate import trained_settings
 
     saved = trained_settings(entry.directory)
     length = min(384, entry.backends["PyTorch fp32"].config.max_position_embeddings)

@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from distill.data import Collator, loader, open_corpus  # noqa: E402
-from distill.shards import ShardWriter, task_schema  # noqa: E402
+from distill.data.stream import Collator, loader, open_corpus  # noqa: E402
+from distill.data.shards import ShardWriter, task_schema  # noqa: E402
 from pipelines.tasks import get_task  # noqa: E402
 
 WORDS = ("the a film movie story plot acting good great fine funny sweet bad dull boring awful weak not very so "

@@ -13,7 +13,7 @@ shapes only) and (b) MiniLM-L6 with a fresh classification head:
 
 1. the cache of a corpus of --rows SST-2 training sentences, joined until each fills 128 tokens,
    is built (seconds, rows per second, bytes per row, the fill-up share of the forwards);
-2. ``distill task --step prediction`` (the Recipe, in a fresh child process each time) trains a
+2. ``distill task --step prediction`` (the Trainer, in a fresh child process each time) trains a
    TinyBERT-4 student, batch 32, sequence 128, with the live teacher and with the cache,
    alternately --repeats times: mean step time after --warmup steps, and the process's peak RSS;
 3. agreement: on --agreement-batches batches of SST-2 sentences as they are (batches padded to
@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from augment.assets import asset  # noqa: E402
-from distill.shards import ShardWriter, task_schema  # noqa: E402
+from distill.data.shards import ShardWriter, task_schema  # noqa: E402
 
 SEQ = 128
 BATCH = 32
@@ -57,7 +57,7 @@ def write_corpus(root: str, rows: int, rows_per_shard: int, min_words: int = 140
     """``rows`` rows of SST-2 training sentences, each joined with the next ones until it has at
     least ``min_words`` words (140: every row fills max_seq_length = 128 tokens; 0: the sentences
     as they are), cycling through the file."""
-    from distill.glue import read_tsv
+    from distill.data.glue import read_tsv
     from pipelines.tasks import get_task
 
     sentences = [r["sentence"] for r in read_tsv(str(asset("glue", "SST-2", "train.tsv")), get_task("sst2"))]
@@ -106,12 +106,12 @@ def _config(teacher: str, corpus: str, out: str, cache: str | None):
 
 
 def child_steps(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
-    """Seconds per step (after ``warmup``) of the Recipe of ``config`` (a YAML path or "") with
+    """Seconds per step (after ``warmup``) of the Trainer of ``config`` (a YAML path or "") with
     ``overrides``; peak RSS."""
     from distill.config import load_config
-    from distill.train import Recipe
+    from distill.training.trainer import Trainer
 
-    recipe = Recipe(load_config(config or None, overrides))
+    recipe = Trainer(load_config(config or None, overrides))
     recipe.setup()
     batches = iter(recipe.loader)
     recipe.module.train()
@@ -126,7 +126,7 @@ def child_steps(config: str, overrides: list[str], steps: int, warmup: int) -> d
 
 
 def live_vs_cache(config: str, overrides: list[str], cache: str, args, out: str) -> dict:
-    """Step times of the same Recipe with the live teacher and with ``cache``, alternately
+    """Step times of the same Trainer with the live teacher and with ``cache``, alternately
     ``args.repeats`` times in fresh child processes (the best of each), and their ratio."""
     runs: dict[str, list[dict]] = {"live": [], "cache": []}
     for r in range(args.repeats):
@@ -144,9 +144,9 @@ def live_vs_cache(config: str, overrides: list[str], cache: str, args, out: str)
 
 def child_epoch_rss(teacher: str, corpus: str, cache: str) -> dict:
     """One epoch of cached batches (no model): peak RSS in MiB."""
-    from distill.data import Collator, loader, open_corpus
-    from distill.stages import TEACHER_TARGETS
-    from distill.teacher_cache import TeacherCache
+    from distill.data.stream import Collator, loader, open_corpus
+    from distill.modules.objectives import TEACHER_TARGETS
+    from distill.training.teacher_cache import TeacherCache
     from pipelines.tasks import get_task
 
     task = get_task("sst2")
@@ -164,10 +164,10 @@ def agreement(teacher: str, corpus: str, cache: str, dtype: str, batches: int) -
     """Loss from the cache vs the live teacher's on the same batches (student in eval mode)."""
     from transformers import AutoModelForSequenceClassification
 
-    from distill.data import Collator, loader, open_corpus
-    from distill.models import build_student
-    from distill.stages import TEACHER_TARGETS, PredictionLoss
-    from distill.teacher_cache import TeacherCache
+    from distill.data.stream import Collator, loader, open_corpus
+    from distill.modules.models import build_student
+    from distill.modules.objectives import TEACHER_TARGETS, PredictionLoss
+    from distill.training.teacher_cache import TeacherCache
     from pipelines.tasks import get_task
 
     task = get_task("sst2")
@@ -204,7 +204,7 @@ def bench_teacher(kind: str, args, tmp: str, corpus: str, natural: str) -> dict:
     """Build time and size, step times live vs cache (``corpus``: rows of 128 tokens), and the
     loss agreement on ``natural`` (SST-2 sentences as they are: batches padded to their longest,
     so the live teacher runs at other shapes than the cache's)."""
-    from distill.teacher_cache import build
+    from distill.training.teacher_cache import build
 
     teacher = save_teacher(kind, os.path.join(tmp, f"{kind}-teacher"))
     cache = os.path.join(tmp, f"{kind}-cache")
@@ -255,7 +255,7 @@ def main(argv=None) -> dict:
         return {}
     if args.recipe:
         return recipe_main(args)
-    from distill.teacher_cache import build
+    from distill.training.teacher_cache import build
 
     result = {"config": {k: v for k, v in vars(args).items() if not k.startswith("_")} | {"batch": BATCH, "seq": SEQ},
               "threads": torch.get_num_threads(), "teachers": []}

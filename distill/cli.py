@@ -28,18 +28,18 @@ from distill.config import ConfigError, load_config
 
 
 def _run(stage: str, config: str | None, overrides: tuple[str, ...], resume: bool, step: str | None = None) -> None:
-    from distill import prune, train
-    from distill.mapping import MappingError
-    from distill.models import ModelError
-    from distill.shards import CorpusError
+    from distill.training import prune, trainer
+    from distill.modules.mapping import MappingError
+    from distill.modules.models import ModelError
+    from distill.data.shards import CorpusError
 
     try:
         cfg = load_config(config, overrides, stage=stage, step=step)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     try:
-        result = (prune.main if stage == "prune" else train.main)(cfg, resume=resume)
-    except (CorpusError, MappingError, ModelError, train.ResumeError, ConfigError) as e:
+        result = (prune.main if stage == "prune" else trainer.main)(cfg, resume=resume)
+    except (CorpusError, MappingError, ModelError, trainer.ResumeError, ConfigError) as e:
         raise click.ClickException(str(e)) from None
     if result:
         click.echo(json.dumps(result))
@@ -115,9 +115,9 @@ def prune(config, resume, overrides) -> None:
 def eval_(model_path, task_name, data, split, batch_size, max_seq_length, device, doc_stride, max_query_length,
           null_threshold, tune_data) -> None:
     """Evaluate a checkpoint with the task's metric (GLUE, or SQuAD EM/F1); prints one JSON object."""
-    from distill.evaluate import evaluate_checkpoint
-    from distill.models import ModelError
-    from distill.shards import CorpusError
+    from distill.evaluation.evaluate import evaluate_checkpoint
+    from distill.modules.models import ModelError
+    from distill.data.shards import CorpusError
 
     try:
         result = evaluate_checkpoint(model_path, task_name, data, split, batch_size, max_seq_length, device,
@@ -150,9 +150,9 @@ def cache_teacher(teacher, corpus, output, max_seq_length, doc_stride, max_query
     Resumable by shard; under `torchrun --nproc_per_node N` the processes share the shards."""
     import os
 
-    from distill.models import ModelError
-    from distill.shards import CorpusError
-    from distill.teacher_cache import build
+    from distill.modules.models import ModelError
+    from distill.data.shards import CorpusError
+    from distill.training.teacher_cache import build
 
     rank, world, barrier = 0, 1, (lambda: None)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: one process per device, shards split
@@ -190,7 +190,7 @@ def cache_teacher(teacher, corpus, output, max_seq_length, doc_stride, max_query
               help="Drop WikiText headings (' = Title = ').")
 def shard_text(inputs, output, rows_per_shard, min_chars, skip_headings) -> None:
     """Turn plain text files (one text per line) into unlabelled shards for general distillation."""
-    from distill.shards import CorpusError, write_text_shards
+    from distill.data.shards import CorpusError, write_text_shards
 
     try:
         m = write_text_shards(inputs, output, rows_per_shard, min_chars, skip_headings)
@@ -220,7 +220,7 @@ def export_(model, output, quantize, overwrite) -> None:
 
 
 def _recipe_list() -> str:
-    from distill.recipes import shipped
+    from distill.run.recipes import shipped
 
     return "\n".join(f"  {name}" for name in shipped())
 
@@ -246,8 +246,8 @@ def run_recipe(recipe, overrides, output, store, dry_run) -> None:
     teacher.given=PATH) or data.train=PATH. Finished stages are reused, interrupted ones resume."""
     import time
 
-    from distill.recipes import RecipeError, load
-    from distill.runner import StageError, make_plan, print_plan, run_plan
+    from distill.run.recipes import RecipeError, load
+    from distill.run.plan import StageError, make_grid, make_plan, print_plan, run_grid, run_plan
 
     rest = []
     for item in overrides:  # output_dir=OUT is the --output flag
@@ -256,7 +256,7 @@ def run_recipe(recipe, overrides, output, store, dry_run) -> None:
         else:
             rest.append(item)
     logging.getLogger().setLevel(logging.INFO)
-    logging.getLogger("distill.train").setLevel(logging.WARNING)
+    logging.getLogger("distill.training.trainer").setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # each stage loads models: their load reports are noise here
@@ -265,12 +265,21 @@ def run_recipe(recipe, overrides, output, store, dry_run) -> None:
         r = load(recipe, rest)
         output = output or os.path.join("out", r.name.replace("/", "-"))
         t0 = time.perf_counter()
-        plan = make_plan(r, output, store)
-        print_plan(plan)
+        if r.cells:  # a grid: every cell's plan over one store
+            plans = make_grid(r, output, store)
+            for i, (cell, plan) in enumerate(plans, 1):
+                click.echo(f"== cell {i}/{len(plans)}: {cell.name}")
+                print_plan(plan)
+        else:
+            plan = make_plan(r, output, store)
+            print_plan(plan)
         click.echo(f"(planned in {time.perf_counter() - t0:.1f} s)")
         if dry_run:
             return
-        run_plan(plan)
+        if r.cells:
+            run_grid(r, plans, output)
+        else:
+            run_plan(plan)
     except RecipeError as e:
         raise click.UsageError(str(e)) from None
     except StageError as e:
@@ -282,7 +291,7 @@ def run_recipe(recipe, overrides, output, store, dry_run) -> None:
 @click.argument("dest", type=click.Path())
 def cp_recipe(recipe, dest) -> None:
     """Copy a shipped recipe (or any recipe file) to DEST to edit; run it with `distill run DEST`."""
-    from distill.recipes import RecipeError, copy_recipe
+    from distill.run.recipes import RecipeError, copy_recipe
 
     try:
         click.echo(str(copy_recipe(recipe, dest)))
@@ -293,7 +302,7 @@ def cp_recipe(recipe, dest) -> None:
 @main.command(name="ls")
 def ls_recipes() -> None:
     """List the shipped recipes, one per line with its description."""
-    from distill.recipes import load_raw, shipped
+    from distill.run.recipes import load_raw, shipped
 
     for name in shipped():
         description = (load_raw(name).get("description") or "").strip()

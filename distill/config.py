@@ -43,8 +43,8 @@ class DataConfig:
     384 for squad. doc_stride (tokens shared by consecutive context windows) and max_query_length:
     squad only. teacher_cache: a directory written by ``distill cache-teacher`` for this teacher,
     corpus and windows; the prediction step then reads the teacher's outputs from it instead of
-    running the teacher (``distill.teacher_cache``). group_by_length: N > 0 sorts each run of N
-    training batches by text length before batching (less padding; ``distill.data``), 0 = off."""
+    running the teacher (``distill.training.teacher_cache``). group_by_length: N > 0 sorts each run of N
+    training batches by text length before batching (less padding; ``distill.data.stream``), 0 = off."""
 
     train: str | None = None
     dev: str | None = None
@@ -197,7 +197,7 @@ def _check_type(key: str, value: Any, hint) -> Any:
     raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
 
 
-def _unknown_keys(cls, data, prefix: str = "") -> list[str]:
+def unknown_keys(cls, data, prefix: str = "") -> list[str]:
     """Every key of ``data`` (recursively) that ``cls`` does not define, as dotted names."""
     if not isinstance(data, dict):
         return []
@@ -205,30 +205,33 @@ def _unknown_keys(cls, data, prefix: str = "") -> list[str]:
     out = [prefix + k for k in data if k not in hints]
     for k, v in data.items():
         if k in hints and dataclasses.is_dataclass(hints[k]):
-            out += _unknown_keys(hints[k], v, f"{prefix}{k}.")
+            out += unknown_keys(hints[k], v, f"{prefix}{k}.")
     return sorted(out)
 
 
-def _from_dict(cls, data: dict, prefix: str = ""):
+def section_from_dict(cls, data: dict, prefix: str = ""):
+    """The dataclass ``cls`` built from ``data`` (nested sections too), types checked; errors name
+    the dotted key under ``prefix``. Raises ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    unknown = _unknown_keys(cls, data, prefix)
+    unknown = unknown_keys(cls, data, prefix)
     if unknown:
         sections = sorted({k.rsplit(".", 1)[0] if "." in k else "top level" for k in unknown})
-        known = "; ".join(f"{s}: {', '.join(_known(cls, s))}" for s in sections)
+        known = "; ".join(f"{s}: {', '.join(known_keys(cls, s))}" for s in sections)
         raise ConfigError(f"unknown config keys: {', '.join(unknown)} (known keys -- {known})")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _from_dict(hint, value or {}, f"{prefix}{name}.")
+            kwargs[name] = section_from_dict(hint, value or {}, f"{prefix}{name}.")
         else:
             kwargs[name] = _check_type(prefix + name, value, hint)
     return cls(**kwargs)
 
 
-def _known(cls, section: str) -> list[str]:
+def known_keys(cls, section: str) -> list[str]:
+    """The keys the dotted ``section`` of dataclass ``cls`` defines ("top level": ``cls``'s own)."""
     for part in [] if section == "top level" else section.split("."):
         cls = typing.get_type_hints(cls)[part]
     return sorted(f.name for f in dataclasses.fields(cls))
@@ -276,13 +279,13 @@ def load_config(path: str | None = None, overrides: Sequence[str] = (), **fixed)
     for key, value in fixed.items():
         if value is not None:
             data[key] = value
-    cfg = _from_dict(Config, data)
+    cfg = section_from_dict(Config, data)
     validate(cfg)
     return cfg
 
 
 def config_from_dict(data: dict) -> Config:
-    cfg = _from_dict(Config, data)
+    cfg = section_from_dict(Config, data)
     validate(cfg)
     return cfg
 

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill.models import ModelError, count_parameters
-from distill.pruning import load_pruned, read_mask
+from distill.modules.models import ModelError, count_parameters
+from distill.modules.pruning import load_pruned, read_mask
 
 #: transformers model types whose export is tested (tests/distill/test_export.py).
 SUPPORTED_TYPES = ("bert", "roberta")
@@ -307,7 +307,7 @@ def export(model_dir: str, output_dir: str, quantize: str | None = None, overwri
 def _manifest(model: nn.Module, head: str, names: list[str], model_dir: str, directory: str, quantize: str | None,
               check: float, seconds: float) -> dict:
     """export.json: what a server needs to know, and where the graph came from."""
-    from distill.evaluate import trained_settings
+    from distill.evaluation.evaluate import trained_settings
 
     c = model.config
     mask = read_mask(model_dir)

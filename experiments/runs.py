@@ -1,5 +1,5 @@
 """What the experiment scripts share: running commands and resumable ``distill`` stages, and their
-wall times (a model's size and latency: ``distill.measure``)."""
+wall times (a model's size and latency: ``distill.evaluation.measure``)."""
 from __future__ import annotations
 
 import json
@@ -63,7 +63,7 @@ def stage(out: str, command: list[str], config: str, done: str = "final", **over
     if os.path.exists(os.path.join(out, done, "config.yaml")):
         return out
     from distill.config import load_config
-    from distill.runner import train_in
+    from distill.run.plan import train_in
 
     step = command[command.index("--step") + 1] if "--step" in command else None
     cfg = load_config(os.path.join(ROOT, "configs", config),

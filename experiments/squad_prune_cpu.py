@@ -39,8 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runs import ROOT, Timings, sh, stage, teacher_cache, write_results  # noqa: E402
 
 from augment.assets import asset  # noqa: E402
-from distill.measure import pruning_summary  # noqa: E402
-from distill.measure import qa_latency_ms as latencies  # noqa: E402
+from distill.evaluation.measure import pruning_summary  # noqa: E402
+from distill.evaluation.measure import qa_latency_ms as latencies  # noqa: E402
 
 TEACHER = "teacher (MiniLM-L6 fine-tuned)"
 LATENCY_SEQ = 384
@@ -83,7 +83,7 @@ def augmented_corpus(out: str, fit: str, n_aug: int) -> str:
 
 def evaluate(model_dir: str, holdout: str, tune: str) -> dict:
     """Holdout metrics with the null threshold chosen on the tune questions."""
-    from distill.evaluate import evaluate_checkpoint
+    from distill.evaluation.evaluate import evaluate_checkpoint
 
     r = evaluate_checkpoint(model_dir, "squad", holdout, device="cpu", tune_data=tune)
     keys = ("exact", "f1", "f1_tuned", "exact_tuned", "null_threshold", "HasAns_f1", "NoAns_f1",
@@ -146,7 +146,7 @@ def plots(rows: dict, curve: list[str], out: str) -> list[str]:
     fig, axes = plt.subplots(1, len(curve), figsize=(2.2 * len(curve), 2.6), squeeze=False)
     import numpy as np
 
-    from distill.pruning import read_mask
+    from distill.modules.pruning import read_mask
     for ax, n in zip(axes[0], curve):
         mask = read_mask(rows[n]["path"]).heads.numpy()
         ax.imshow(np.where(mask, 1.0, 0.0), cmap="Greens", vmin=0, vmax=1.2, aspect="auto")
@@ -312,7 +312,7 @@ def main(argv=None) -> dict:
 
 def compact_mb(model_dir: str) -> float:
     """MB of the model's weights once compacted (float32), as saved by ``save_pretrained``."""
-    from distill.pruning import load_pruned
+    from distill.modules.pruning import load_pruned
 
     model = load_pruned(model_dir, "qa")
     return round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 1)

@@ -32,7 +32,7 @@ numbers of original training sentences, several seeds each:
    summed over reruns.
 
 Seeds. A run's seed is ``train.seed`` of both its task steps (--first-seed, --first-seed + 1, ...;
-the same seeds in both conditions). In distill/train.py it seeds torch before the models are built
+the same seeds in both conditions). In distill/training/trainer.py it seeds torch before the models are built
 and orders the data stream, so it sets, and nothing else: the initialisation of the parameters new
 to the student (the classification head, built in the intermediate step and carried into the
 prediction step, and the hidden-state projection of the intermediate loss), the dropout masks of
@@ -204,7 +204,7 @@ def augmented_corpus(path: str, size: int, n_aug: int, seed: int = AUG_SEED) -> 
 
 def corpus_counts(path: str) -> dict:
     """Rows and originals of an SST-2 corpus, and its augmentation seed (None when unrecorded)."""
-    from distill.data import open_corpus
+    from distill.data.stream import open_corpus
     from pipelines.tasks import get_task
 
     task = get_task("sst2")
@@ -217,7 +217,7 @@ def corpus_counts(path: str) -> dict:
 def train_corpus(path: str) -> str:
     """All of SST-2's training set as a corpus of originals (the teacher's data)."""
     if not os.path.exists(os.path.join(path, "manifest.json")):
-        from distill.glue import tsv_corpus
+        from distill.data.glue import tsv_corpus
         from pipelines.tasks import get_task
 
         tsv_corpus(str(asset("glue", "SST-2", "train.tsv")), path, get_task("sst2"))

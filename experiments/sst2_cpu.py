@@ -30,8 +30,8 @@ TEACHER, AUG, BASE = "teacher (MiniLM-L6 fine-tuned)", "TinyBERT-4, augmented", 
 
 def main(argv=None) -> dict:
     from augment.assets import asset
-    from distill.recipes import load
-    from distill.runner import make_plan, run_plan
+    from distill.run.recipes import load
+    from distill.run.plan import make_plan, run_plan
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/sst2-cpu")

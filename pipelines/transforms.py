@@ -314,10 +314,10 @@ class WriteManifest(beam.PTransform):
         return (summaries
                 | "One" >> beam.Map(lambda s: (0, s))
                 | "All" >> beam.GroupByKey()
-                | "Write" >> beam.Map(_write_manifest, self.output, self.static))
+                | "Write" >> beam.Map(write_manifest_file, self.output, self.static))
 
 
-def _write_manifest(keyed, output: str, static: dict) -> str:
+def write_manifest_file(keyed, output: str, static: dict) -> str:
     parts = list(keyed[1])
     tally = sum((p for p in parts if isinstance(p, Tally)), Tally())
     files = [p for p in parts if isinstance(p, dict)]

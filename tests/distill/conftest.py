@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.shards import ShardWriter, task_schema, text_schema
+from distill.data.shards import ShardWriter, task_schema, text_schema
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub; unknown names fail fast
 

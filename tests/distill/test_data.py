@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 import torch
 
-from distill.data import (Collator, buffered_positions, consumer_pieces, length_grouped, loader, make_chunks,
+from distill.data.stream import (Collator, buffered_positions, consumer_pieces, length_grouped, loader, make_chunks,
                           open_corpus, skipped_batches, text_length)
-from distill.shards import CorpusError, read_manifest
+from distill.data.shards import CorpusError, read_manifest
 from pipelines.tasks import get_task
 from tests.distill.conftest import tiny_tokenizer, write_task_corpus, write_text_corpus
 
@@ -196,7 +196,7 @@ def test_missing_columns(tmp_path):
     schema = pa.schema([("id", pa.string()), ("source_id", pa.string()), ("aug_index", pa.int32()),
                         ("text", pa.string()), ("label", pa.int64())])
     root = tmp_path / "c"
-    from distill.shards import ShardWriter
+    from distill.data.shards import ShardWriter
 
     with ShardWriter(str(root), schema, 10, {"task": "sst2", "text_fields": ["sentence"], "label_names": ["0", "1"]}) as w:
         w.write({"id": "a", "source_id": "a", "aug_index": 0, "text": "x", "label": 0})
@@ -221,7 +221,7 @@ def test_labels_out_of_range(tmp_path):
     root = write_task_corpus(tmp_path / "c", n_source=3)
     m = json.loads((root / "manifest.json").read_text())
     # rewrite shard 0 with a label 2
-    from distill.shards import open_table, task_schema
+    from distill.data.shards import open_table, task_schema
     import pyarrow.ipc as ipc
 
     path = root / m["shards"][0]["file"]

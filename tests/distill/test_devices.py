@@ -71,8 +71,8 @@ def test_the_default_precision_is_auto():
 
 # -- the runner: auto resolved before fingerprinting, recorded in the stage's results -------------------
 def _demo_plan(tmp_path, world, out="out", extra=()):
-    from distill.recipes import load
-    from distill.runner import make_plan
+    from distill.run.recipes import load
+    from distill.run.plan import make_plan
 
     overrides = tiny_overrides("demo/sst2-cpu", world, steps=2) + list(extra)
     return make_plan(load("demo/sst2-cpu", overrides), str(tmp_path / out))
@@ -80,9 +80,9 @@ def _demo_plan(tmp_path, world, out="out", extra=()):
 
 def test_auto_resolves_before_fingerprinting(cpu_is, world, tmp_path):
     cpu_is(AVX2)
-    fp32 = {s.name: s for s in _demo_plan(tmp_path, world).steps}
+    fp32 = {s.name: s for s in _demo_plan(tmp_path, world).stages}
     cpu_is(AMX)
-    bf16 = {s.name: s for s in _demo_plan(tmp_path, world).steps}
+    bf16 = {s.name: s for s in _demo_plan(tmp_path, world).stages}
     assert fp32["teacher"].identity["config"]["train"]["precision"] == "fp32"
     assert bf16["teacher"].identity["config"]["train"]["precision"] == "bf16"
     for name in ("teacher", "general", "intermediate", "prediction"):  # a store is not reused across them
@@ -91,14 +91,14 @@ def test_auto_resolves_before_fingerprinting(cpu_is, world, tmp_path):
 
 
 def test_a_training_stage_prints_and_records_its_precision(cpu_is, world, tmp_path, capsys):
-    from distill.runner import DONE, run_plan
+    from distill.run.plan import DONE, run_plan
 
     cpu_is(AVX2)
     plan = _demo_plan(tmp_path, world, extra=[f"{s}.train.progress_seconds=0" for s in TRAINING])
     run_plan(plan)
     out = capsys.readouterr()
     assert "precision fp32 (auto: CPU capability AVX2 without AMX or AVX-512 BF16)" in out.out
-    steps = {s.name: s for s in plan.steps}
+    steps = {s.name: s for s in plan.stages}
     for name in TRAINING:
         with open(f"{steps[name].folder}/{DONE}") as f:
             result = json.load(f)["result"]

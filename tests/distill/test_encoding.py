@@ -2,9 +2,9 @@
 a literal [SEP] or </s> adds no segment, and QA offsets still point into the original text."""
 import pytest
 
-from distill.data import Collator
-from distill.encoding import encode_text
-from distill.qa import QACollator
+from distill.data.stream import Collator
+from distill.data.encoding import encode_text
+from distill.data.qa import QACollator
 from tests.distill.conftest import qa_tokenizer, tiny_tokenizer
 
 

@@ -48,15 +48,15 @@ def test_squad_prune_experiment_smoke(tmp_path, squad_assets):
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2] / "experiments"))
     import squad_prune_cpu
 
-    from tests.distill.test_qa_integration import _subset
+    from tests.distill.test_qa_integration import squad_subset
 
     split = squad_assets / "squad" / "squad2-train-split.json"
-    first, _ = _subset(split, tmp_path / "a.json", 8)
-    last, _ = _subset(split, tmp_path / "b.json", 6, start_article=11)
+    first, _ = squad_subset(split, tmp_path / "a.json", 8)
+    last, _ = squad_subset(split, tmp_path / "b.json", 6, start_article=11)
     train = tmp_path / "train.json"
     train.write_text(json.dumps({"version": "v2.0", "data": json.loads(first.read_text())["data"] +
                                  json.loads(last.read_text())["data"]}))
-    holdout, _ = _subset(squad_assets / "squad" / "squad2-eval-split.json", tmp_path / "holdout.json", 10)
+    holdout, _ = squad_subset(squad_assets / "squad" / "squad2-eval-split.json", tmp_path / "holdout.json", 10)
     argv = ["--out", str(tmp_path / "out"), "--train", str(train), "--eval", str(holdout), "--levels", "0.5",
             "--compare-level", "0.5", "--teacher-steps", "2", "--teacher-continue-steps", "2", "--gain-batches", "2",
             "--l0-steps", "2", "--recover-steps", "2", "--n-aug", "1", "--latency-windows", "4", "--latency-batch", "3"]

@@ -159,7 +159,7 @@ def test_sst2_aug_seeds_experiment_smoke(tmp_path, real_assets, monkeypatch):
     import torch
 
     import runs
-    from distill.glue import read_tsv
+    from distill.data.glue import read_tsv
     from pipelines.tasks import get_task
 
     rows = read_tsv(str(real_assets / "glue" / "SST-2" / "train.tsv"), get_task("sst2"))[:32]

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from distill.cli import main
 from distill.export import INT8_FILE, ONNX_FILE, OrtModel, export
-from distill.pruning import PruneMask, save_pruned
+from distill.modules.pruning import PruneMask, save_pruned
 from tests.distill.conftest import VOCAB, tiny_config, tiny_tokenizer
 
 L, NH, HS, H, I = 3, 4, 8, 32, 64  # tiny_config(layers=3): hidden 32, 4 heads of 8, FFN 64

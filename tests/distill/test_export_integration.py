@@ -18,7 +18,7 @@ def _with_head(assets, head: str, directory, **kw):
     """MiniLM with a seeded random ``head`` and its tokenizer, saved to ``directory``."""
     from transformers import AutoTokenizer
 
-    from distill.models import load_model
+    from distill.modules.models import load_model
 
     minilm = str(assets / "models" / "minilm-l6-mlm")
     torch.manual_seed(0)
@@ -38,8 +38,8 @@ def _max_diff(model, ort_model, batch: dict) -> float:
 
 @pytest.mark.integration
 def test_minilm_sst2_classifier_equals_pytorch_on_every_dev_sentence(tmp_path, real_assets):
-    from distill.data import Collator
-    from distill.glue import read_tsv
+    from distill.data.stream import Collator
+    from distill.data.glue import read_tsv
     from pipelines.tasks import get_task
 
     model, tokenizer = _with_head(real_assets, "classification", tmp_path / "model", num_labels=2)
@@ -54,7 +54,7 @@ def test_minilm_sst2_classifier_equals_pytorch_on_every_dev_sentence(tmp_path, r
 
 @pytest.mark.integration
 def test_minilm_qa_model_equals_pytorch_on_every_holdout_window(tmp_path, squad_assets):
-    from distill.qa import QACollator, read_examples
+    from distill.data.qa import QACollator, read_examples
 
     model, tokenizer = _with_head(squad_assets, "qa", tmp_path / "model")
     export(str(tmp_path / "model"), str(tmp_path / "onnx"))

@@ -1,8 +1,8 @@
 """GLUE dev files for evaluation, read by the corpus builder's reader; one corpus format for all."""
 import pytest
 
-from distill.glue import read_tsv
-from distill.shards import CorpusError, ShardWriter, text_schema
+from distill.data.glue import read_tsv
+from distill.data.shards import CorpusError, ShardWriter, text_schema
 from pipelines.tasks import get_task
 
 
@@ -39,7 +39,7 @@ def test_text_shards_are_a_corpus_the_builder_can_load(tmp_path):
 
 
 def _corpus_rows(root) -> list[dict]:
-    from distill.data import open_corpus
+    from distill.data.stream import open_corpus
 
     corpus = open_corpus(str(root), get_task("sst2"))
     corpus.columns = ["id", "source_id", "aug_index", "sentence", "label"]
@@ -51,8 +51,8 @@ def test_a_training_tsv_as_a_corpus_equals_the_builders_without_variants(tmp_pat
     the rows ``read_tsv`` reads, in order."""
     import pyarrow as pa
 
-    from distill.glue import tsv_corpus
-    from distill.shards import read_manifest
+    from distill.data.glue import tsv_corpus
+    from distill.data.shards import read_manifest
     from pipelines.corpus import run
     from tests.pipelines.conftest import SST2_TSV
     from tests.pipelines.fakes import FakeLoader
@@ -76,7 +76,7 @@ def test_a_training_tsv_as_a_corpus_equals_the_builders_without_variants(tmp_pat
 
 
 def test_a_bad_training_row_names_its_line(tmp_path):
-    from distill.glue import tsv_corpus
+    from distill.data.glue import tsv_corpus
 
     path = tmp_path / "train.tsv"
     path.write_text("sentence\tlabel\ngood film\t1\nbad row\n", encoding="utf-8")

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from distill import losses
+from distill.modules import losses
 
 
 def test_hidden_mse_hand_computed():

@@ -1,6 +1,6 @@
 import pytest
 
-from distill.mapping import MappingError, build_mapping, teacher_layers, validate_mapping
+from distill.modules.mapping import MappingError, build_mapping, teacher_layers, validate_mapping
 from tests.distill.conftest import tiny_config
 
 

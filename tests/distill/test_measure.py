@@ -1,9 +1,9 @@
-"""distill.measure.size_info: parameters as the model holds them, a pruned model's compact count."""
+"""distill.evaluation.measure.size_info: parameters as the model holds them, a pruned model's compact count."""
 import torch
 from transformers import BertForQuestionAnswering
 
-from distill.measure import size_info
-from distill.pruning import PruneMask, load_pruned, save_pruned
+from distill.evaluation.measure import size_info
+from distill.modules.pruning import PruneMask, load_pruned, save_pruned
 from tests.distill.conftest import QA_VOCAB, qa_tokenizer, tiny_config
 
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from distill.metrics import compute
+from distill.evaluation.metrics import compute
 
 
 def test_accuracy_f1_matthews_hand_computed():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from distill.models import (PRESETS, ModelError, Projector, build_student, check_layout, features,
+from distill.modules.models import (PRESETS, ModelError, Projector, build_student, check_layout, features,
                             student_config)
 from tests.distill.conftest import VOCAB, tiny_config, tiny_tokenizer
 

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from distill.pruning import read_mask
+from distill.modules.pruning import read_mask
 from tests.distill.test_train import common, kill_then_resume, read_log, run_cli
 from tests.numerics import not_exact
 
@@ -16,7 +16,7 @@ from tests.numerics import not_exact
 WINDOWS = {"task": "squad", "data.max_seq_length": 24, "data.doc_stride": 4, "data.max_query_length": 12}
 
 
-def _prune_args(out, teacher, train, dev=None, **extra):
+def prune_args(out, teacher, train, dev=None, **extra):
     items = {**WINDOWS, "model.teacher": teacher, "data.train": train, "prune.keep_heads": 0.5,
              "prune.keep_ffn": 0.25, **({"data.dev": dev} if dev else {}), **extra}
     return ["prune", *common(out, **items)]
@@ -30,7 +30,7 @@ def _spans(model, batch):
 def _qa_batch(teacher_dir, squad_json):
     from transformers import AutoTokenizer
 
-    from distill.qa import QACollator, read_examples
+    from distill.data.qa import QACollator, read_examples
     from pipelines.tasks import get_task
 
     rows = read_examples(str(squad_json), get_task("squad"))[:6]
@@ -43,10 +43,10 @@ def test_gain_pruning_keeps_the_top_scores_and_loads_everywhere(tmp_path, qa_tea
     from safetensors.torch import load_file
     from transformers import AutoModelForQuestionAnswering
 
-    from distill.pruning import load_pruned
+    from distill.modules.pruning import load_pruned
 
     out = tmp_path / "gain"
-    result = run_cli(*_prune_args(out, qa_teacher_dir, squad_train_json, squad_dev_json,
+    result = run_cli(*prune_args(out, qa_teacher_dir, squad_train_json, squad_dev_json,
                                   **{"prune.strategy": "gain", "prune.gain_batches": 3}))
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["heads_kept"], summary["heads_total"], summary["ffn_kept"], summary["ffn_total"]) == (4, 8, 32, 128)
@@ -77,7 +77,7 @@ def test_gain_pruning_keeps_the_top_scores_and_loads_everywhere(tmp_path, qa_tea
 def test_random_pruning_is_seeded_and_per_layer_scope_is_even(tmp_path, qa_teacher_dir, squad_train_json):
     masks = []
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        run_cli(*_prune_args(tmp_path / name, qa_teacher_dir, squad_train_json,
+        run_cli(*prune_args(tmp_path / name, qa_teacher_dir, squad_train_json,
                              **{"prune.strategy": "random", "prune.scope": "layer", "train.seed": seed}))
         masks.append(read_mask(str(tmp_path / name / "pruned")))
     assert masks[0].heads.sum(1).tolist() == [2, 2] and masks[0].ffn.sum(1).tolist() == [16, 16]
@@ -90,7 +90,7 @@ def test_l0_gates_train_resume_and_prune(tmp_path, monkeypatch, qa_teacher_dir, 
     extra = {"prune.strategy": "l0", "prune.l0_lambda": 5.0, "optim.lr": 0.1, "optim.warmup_ratio": 0.0,
              "train.max_steps": 4, "train.save_every": 2, "train.batch_size": 3, "prune.keep_heads": 0.75}
     full, killed = tmp_path / "full", tmp_path / "killed"
-    result = run_cli(*_prune_args(full, qa_teacher_dir, squad_train_json, **extra))
+    result = run_cli(*prune_args(full, qa_teacher_dir, squad_train_json, **extra))
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["heads_kept"] == 6 and summary["l0_steps"] == 4
     log = read_log(full)
@@ -102,7 +102,7 @@ def test_l0_gates_train_resume_and_prune(tmp_path, monkeypatch, qa_teacher_dir, 
     assert head_alpha.flatten()[kept.flatten()].min() >= head_alpha.flatten()[~kept.flatten()].max()
     assert not os.path.exists(full / "final")  # the output is pruned/
 
-    kill_then_resume(monkeypatch, _prune_args(killed, qa_teacher_dir, squad_train_json, **extra), killed,
+    kill_then_resume(monkeypatch, prune_args(killed, qa_teacher_dir, squad_train_json, **extra), killed,
                      killed_after_step=2)
     resumed = load_file(killed / "checkpoints" / "step-000004" / "gates.safetensors")
     # Exact by construction: the resumed run restores weights, optimizer, RNG and data position, so it
@@ -115,7 +115,7 @@ def test_recovery_distillation_keeps_the_pruned_structure(tmp_path, qa_teacher_d
                                                           squad_dev_json):
     from safetensors.torch import load_file
 
-    run_cli(*_prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
+    run_cli(*prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
     pruned = tmp_path / "p" / "pruned"
     recover = tmp_path / "recover"
     result = run_cli("task", "--step", "prediction", *common(recover, **WINDOWS, **{
@@ -150,7 +150,7 @@ def test_recovery_of_a_pruned_student_resumes_exactly(tmp_path, monkeypatch, qa_
 
     from tests.distill.test_train import kill_then_resume
 
-    run_cli(*_prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
+    run_cli(*prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
     pruned = tmp_path / "p" / "pruned"
 
     def args(out):
@@ -181,17 +181,17 @@ def test_classification_pruning(tmp_path, teacher_dir, sst2_corpus, dev_tsv):
 
 
 def test_bad_prune_configs_are_refused(tmp_path, monkeypatch, qa_encoder_dir, qa_teacher_dir, squad_train_json):
-    result = run_cli(*_prune_args(tmp_path / "a", qa_teacher_dir, squad_train_json, **{"prune.keep_heads": 0}),
+    result = run_cli(*prune_args(tmp_path / "a", qa_teacher_dir, squad_train_json, **{"prune.keep_heads": 0}),
                      ok=False)
     assert result.exit_code == 2 and "prune.keep_heads is the fraction kept" in result.output
-    result = run_cli(*_prune_args(tmp_path / "b", qa_teacher_dir, squad_train_json, **{"prune.strategy": "magic"}),
+    result = run_cli(*prune_args(tmp_path / "b", qa_teacher_dir, squad_train_json, **{"prune.strategy": "magic"}),
                      ok=False)
     assert result.exit_code == 2 and "prune.strategy must be one of" in result.output
-    result = run_cli(*_prune_args(tmp_path / "c", qa_encoder_dir, squad_train_json, **{"prune.strategy": "random"}),
+    result = run_cli(*prune_args(tmp_path / "c", qa_encoder_dir, squad_train_json, **{"prune.strategy": "random"}),
                      ok=False)
     assert result.exit_code == 1 and "no trained qa head" in result.output
     monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun: one-pass strategies would race on the output
-    result = run_cli(*_prune_args(tmp_path / "d", qa_teacher_dir, squad_train_json, **{"prune.strategy": "gain"}),
+    result = run_cli(*prune_args(tmp_path / "d", qa_teacher_dir, squad_train_json, **{"prune.strategy": "gain"}),
                      ok=False)
     assert result.exit_code == 1 and "one pass in one process" in result.output
 
@@ -229,7 +229,7 @@ def test_bad_target_configs_are_refused(tmp_path, qa_teacher_dir, squad_train_js
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path, qa_teacher_dir, qa_encoder_dir, squad_train_json):
     # a pruning.json that does not fit the model it sits beside
-    run_cli(*_prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
+    run_cli(*prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
     other = tmp_path / "other"
     from transformers import BertForQuestionAnswering
 
@@ -244,8 +244,8 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, qa_teacher_dir, qa_e
     assert result.exit_code == 1 and "does not fit" in result.output and not (tmp_path / "r" / "final").exists()
     # --resume from a run of another teacher
     extra = {"prune.strategy": "l0", "train.max_steps": 4, "train.save_every": 2, "prune.keep_heads": 0.5}
-    run_cli(*_prune_args(tmp_path / "l0", qa_teacher_dir, squad_train_json, **extra))
-    result = run_cli(*_prune_args(tmp_path / "l0", qa_encoder_dir, squad_train_json, **extra), "--resume", ok=False)
+    run_cli(*prune_args(tmp_path / "l0", qa_teacher_dir, squad_train_json, **extra))
+    result = run_cli(*prune_args(tmp_path / "l0", qa_encoder_dir, squad_train_json, **extra), "--resume", ok=False)
     assert result.exit_code == 1 and "model.teacher" in result.output
 
 
@@ -253,7 +253,7 @@ def test_finetuning_a_pruned_model_keeps_it_pruned(tmp_path, qa_teacher_dir, squ
     """Recovery on gold spans (``distill finetune`` of a pruned model) trains only what was kept."""
     from safetensors.torch import load_file
 
-    run_cli(*_prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
+    run_cli(*prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
     pruned = tmp_path / "p" / "pruned"
     run_cli("finetune", *common(tmp_path / "ft", **WINDOWS, **{
         "model.teacher": pruned, "data.train": squad_train_json, "train.max_steps": 2, "optim.lr": 1e-2}))

@@ -1,4 +1,4 @@
-"""Gates, scores, selection and pruned models (distill/pruning.py) on tiny random BERTs.
+"""Gates, scores, selection and pruned models (distill/modules/pruning.py) on tiny random BERTs.
 
 References are independent of the hooks: zeroing a head's columns of the attention output
 projection (or a unit's column of the FFN output) by hand, finite differences for gradients, and
@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from distill.pruning import (BETA, GAMMA, ZETA, Gates, HardConcrete, PruneMask, apply_mask, compact,
+from distill.modules.pruning import (BETA, GAMMA, ZETA, Gates, HardConcrete, PruneMask, apply_mask, compact,
                              effective_parameters, gain_scores, load_pruned, random_scores, read_mask,
                              save_pruned, select, top_mask)
 from tests.distill.conftest import VOCAB, tiny_config, tiny_tokenizer
@@ -248,7 +248,7 @@ def test_masks_that_cannot_apply_are_refused(qa_model):
 
 
 def test_expected_l0_and_its_gradient_match_the_closed_form():
-    from distill.pruning import BETA, GAMMA, ZETA, HardConcrete
+    from distill.modules.pruning import BETA, GAMMA, ZETA, HardConcrete
 
     gate = HardConcrete(3)
     with torch.no_grad():
@@ -263,7 +263,7 @@ def test_expected_l0_and_its_gradient_match_the_closed_form():
 
 
 def test_lagrangian_penalty_and_gradients_by_hand():
-    from distill.pruning import Lagrangian
+    from distill.modules.pruning import Lagrangian
 
     lag = Lagrangian([0.5, 0.25], start=[1.0, 1.0], warmup=0)
     with torch.no_grad():
@@ -282,7 +282,7 @@ def test_lagrangian_penalty_and_gradients_by_hand():
 
 
 def test_lagrangian_targets_warm_up_linearly():
-    from distill.pruning import Lagrangian
+    from distill.modules.pruning import Lagrangian
 
     lag = Lagrangian([0.5, 0.2], start=[0.9, 1.0], warmup=4)
     seen = []
@@ -302,7 +302,7 @@ def test_gates_on_a_toy_model_reach_the_target(target, strength):
     """A toy 3-layer model whose loss pays for open gates (weakly or strongly): the Lagrangian
     brings the expected densities to the targets within 2 points, at the defaults of an l0 run
     (multipliers at 30x the gates' learning rate, Adam betas 0.5 / 0.99, constant rates)."""
-    from distill.pruning import Gates, Lagrangian, deterministic_open, expected_counts, l0_density
+    from distill.modules.pruning import Gates, Lagrangian, deterministic_open, expected_counts, l0_density
 
     torch.manual_seed(0)
     gates = Gates(layers=3, heads=8, head_size=4, units=64, mode="l0")
@@ -346,10 +346,10 @@ def test_compact_model_equals_the_gated_model(family):
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_expand_undoes_compact_and_trains_like_the_gated_model(family):
-    """Pruned models train compacted (distill/stages.py) and are saved expanded: expand(compact(m))
+    """Pruned models train compacted (distill/modules/objectives.py) and are saved expanded: expand(compact(m))
     holds exactly apply_mask(m)'s weights, and a compact step's gradients on the kept weights are
     the gated full model's (the same function, fewer multiplications)."""
-    from distill.pruning import expand
+    from distill.modules.pruning import expand
 
     model = _family_model(family, seed=4)
     mask = PruneMask(torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0]]),

@@ -6,10 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from distill.metrics import (best_null_threshold, exact_match, f1_score, normalize_answer, ranking_auc, squad,
+from distill.evaluation.metrics import (best_null_threshold, exact_match, f1_score, normalize_answer, ranking_auc, squad,
                             squad_v2_report)
-from distill.qa import QACollator, answer_positions, best_spans, postprocess, read_examples, squad_json_corpus
-from distill.shards import CorpusError
+from distill.data.qa import QACollator, answer_positions, read_examples, squad_json_corpus
+from distill.evaluation.squad import best_spans, postprocess
+from distill.data.shards import CorpusError
 from tests.distill.conftest import qa_tokenizer, write_squad_json
 from tests.distill.test_train import common, kill_then_resume, read_log, run_cli
 

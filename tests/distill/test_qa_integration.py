@@ -10,7 +10,7 @@ from tests.distill.test_train import common, run_cli
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
-def _subset(path, out, n_questions: int, start_article: int = 0):
+def squad_subset(path, out, n_questions: int, start_article: int = 0):
     """The first ``n_questions`` questions (whole paragraphs cut short) of a SQuAD file."""
     data, kept = json.loads(path.read_text())["data"], []
     left = n_questions
@@ -36,9 +36,9 @@ def test_minilm_squad_finetune_prune_and_eval_smoke(tmp_path, squad_assets):
     gain strategy, and evaluate both on questions of the evaluation holdout (reported, never used
     to choose anything)."""
     split = squad_assets / "squad" / "squad2-train-split.json"
-    train, _ = _subset(split, tmp_path / "train.json", 8)
-    dev, n_dev = _subset(split, tmp_path / "dev.json", 20, start_article=11)
-    holdout, n_holdout = _subset(squad_assets / "squad" / "squad2-eval-split.json", tmp_path / "holdout.json", 20)
+    train, _ = squad_subset(split, tmp_path / "train.json", 8)
+    dev, n_dev = squad_subset(split, tmp_path / "dev.json", 20, start_article=11)
+    holdout, n_holdout = squad_subset(squad_assets / "squad" / "squad2-eval-split.json", tmp_path / "holdout.json", 20)
     assert n_dev == n_holdout == 20
     gold = json.loads(dev.read_text())["data"]
     n_impossible = sum(q.get("is_impossible", False) for a in gold for p in a["paragraphs"] for q in p["qas"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from distill.pruning import PruneMask, save_pruned, write_mask
+from distill.modules.pruning import PruneMask, save_pruned, write_mask
 from tests.distill.conftest import QA_VOCAB, qa_tokenizer, tiny_config, write_dev_tsv, write_squad_json
 
 ROOT = Path(__file__).resolve().parents[2]

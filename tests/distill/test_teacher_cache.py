@@ -11,10 +11,10 @@ import pyarrow.ipc as ipc
 import pytest
 import torch
 
-from distill.data import Collator, loader, open_corpus
-from distill.shards import open_table, read_manifest
-from distill.stages import TEACHER_TARGETS, PredictionLoss, QAPredictionLoss, span_logits
-from distill.teacher_cache import BUILD_FILE, DTYPES, CacheError, TeacherCache, build
+from distill.data.stream import Collator, loader, open_corpus
+from distill.data.shards import open_table, read_manifest
+from distill.modules.objectives import TEACHER_TARGETS, PredictionLoss, QAPredictionLoss, span_logits
+from distill.training.teacher_cache import BUILD_FILE, DTYPES, CacheError, TeacherCache, build
 from tests.distill.conftest import save_model, tiny_config, write_task_corpus
 from tests.distill.test_train import common, read_log, run_cli
 from tests.numerics import (U32, assert_within, bf16_bound, float32_bound, gradient_bound, mse_bound, not_exact,
@@ -102,7 +102,7 @@ def test_cache_rows_are_the_teachers_outputs_for_each_corpus_row(tmp_path, teach
 
 
 def test_squad_cache_holds_every_window_of_every_question(tmp_path, qa_teacher_dir, squad_train_json):
-    from distill.qa import QACollator
+    from distill.data.qa import QACollator
 
     manifest = _build(qa_teacher_dir, squad_train_json, tmp_path / "cache", **QA_WINDOWS)
     assert manifest["outputs"] == "span_logits" and manifest["tokenization"]["doc_stride"] == 4
@@ -150,7 +150,7 @@ def test_a_training_step_from_the_cache_matches_the_live_teachers(tmp_path, teac
     # it in this batch: their logits differ by rounding, within float32_bound. What a user needs is that
     # a training step does not tell them apart by more than that difference can make it: the loss
     # within soft_ce_bound, every gradient within gradient_bound (tests/numerics.py).
-    from distill.models import build_student, features
+    from distill.modules.models import build_student, features
 
     temperature = 2.0
     _build(teacher_dir, sst2_corpus, tmp_path / "cache")
@@ -190,7 +190,7 @@ def test_a_training_step_from_the_cache_matches_the_live_teachers(tmp_path, teac
 def test_regression_on_sentence_pairs(tmp_path, student_config_file):
     from transformers import BertForSequenceClassification
 
-    from distill.models import build_student, features
+    from distill.modules.models import build_student, features
 
     torch.manual_seed(3)
     teacher = save_model(BertForSequenceClassification(tiny_config(num_labels=1, problem_type="regression")),
@@ -223,8 +223,8 @@ def test_squad_loss_from_the_cache_is_the_live_teachers_within_rounding(tmp_path
                                                                         qa_student_config_file):
     # As for GLUE (test_a_training_step_from_the_cache_matches_the_live_teachers): the windows'
     # span logits within float32_bound, the soft loss within soft_ce_bound over each window's tokens.
-    from distill.models import build_student
-    from distill.qa import QACollator
+    from distill.modules.models import build_student
+    from distill.data.qa import QACollator
 
     _build(qa_teacher_dir, squad_train_json, tmp_path / "cache", **QA_WINDOWS)
     model, tok = _load(qa_teacher_dir, qa=True)
@@ -258,7 +258,7 @@ def test_squad_loss_from_the_cache_is_the_live_teachers_within_rounding(tmp_path
 
 
 def test_bfloat16_cache(tmp_path, teacher_dir, sst2_corpus, student_config_file):
-    from distill.models import build_student, features
+    from distill.modules.models import build_student, features
 
     manifest = _build(teacher_dir, sst2_corpus, tmp_path / "cache", dtype="bfloat16")
     first = open_table(str(tmp_path / "cache" / manifest["shards"][0]["file"]))
@@ -377,7 +377,7 @@ def _train_args(out, teacher, student, corpus, cache=None, **extra):
 
 def _forbid_loading(monkeypatch, path):
     """Any attempt to load ``path``'s weights fails the test."""
-    from distill import stages
+    from distill.modules import objectives as stages
 
     original = stages.load_model
 
@@ -422,10 +422,10 @@ def test_a_cached_run_resumes_where_an_uninterrupted_one_ends(tmp_path, monkeypa
 
 
 def test_recovery_after_pruning_reads_the_cache(tmp_path, monkeypatch, qa_teacher_dir, squad_train_json):
-    from distill.pruning import read_mask
-    from tests.distill.test_prune import WINDOWS, _prune_args
+    from distill.modules.pruning import read_mask
+    from tests.distill.test_prune import WINDOWS, prune_args
 
-    run_cli(*_prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
+    run_cli(*prune_args(tmp_path / "p", qa_teacher_dir, squad_train_json, **{"prune.strategy": "random"}))
     pruned = tmp_path / "p" / "pruned"
     _build(qa_teacher_dir, squad_train_json, tmp_path / "cache", max_seq_length=24, doc_stride=4, max_query_length=12)
     extra = {**WINDOWS, "distill.hard_label_weight": 1.0}
@@ -542,13 +542,13 @@ def _check_batches(batches, model, loss, run, student_run, n, max_length, dtype=
 def test_minilm_teacher_cache_gives_the_live_teachers_loss(tmp_path):
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, AutoTokenizer
 
-    from distill.glue import read_tsv
-    from distill.models import build_student
-    from distill.qa import QACollator
-    from distill.shards import ShardWriter, task_schema
+    from distill.data.glue import read_tsv
+    from distill.modules.models import build_student
+    from distill.data.qa import QACollator
+    from distill.data.shards import ShardWriter, task_schema
     from pipelines.tasks import get_task
     from tests.conftest import require_assets
-    from tests.distill.test_qa_integration import _subset
+    from tests.distill.test_qa_integration import squad_subset
 
     assets = require_assets("models/minilm-l6-mlm/config.json", "glue/SST-2/train.tsv",
                             "squad/squad2-train-split.json")
@@ -576,7 +576,7 @@ def test_minilm_teacher_cache_gives_the_live_teachers_loss(tmp_path):
         _check_batches(batches, model, loss, _logits(model), _logits(student), 3, 128, DTYPES[dtype])
 
     # SQuAD: 6 questions, in the recovery config's windows (256 tokens, stride 96)
-    train, n = _subset(assets / "squad" / "squad2-train-split.json", tmp_path / "train.json", 6)
+    train, n = squad_subset(assets / "squad" / "squad2-train-split.json", tmp_path / "train.json", 6)
     teacher = _minilm_teacher(minilm, tmp_path / "qa-teacher", "qa")
     model = AutoModelForQuestionAnswering.from_pretrained(teacher).eval()
     tok = AutoTokenizer.from_pretrained(teacher)

@@ -27,19 +27,19 @@ def common(out, **extra):
 def kill_then_resume(monkeypatch, args, out, killed_after_step: int) -> None:
     """Run ``distill ARGS`` into ``out``, kill it during the step after ``killed_after_step`` (an
     exception out of the training loop), check it left no output, then run it with ``--resume``."""
-    from distill import train
+    from distill.training import trainer
 
-    original = train.Recipe.train_step
+    original = trainer.Trainer.train_step
 
     def dies(self, batches):
         if self.step == killed_after_step:
             raise RuntimeError("killed")
         return original(self, batches)
 
-    monkeypatch.setattr(train.Recipe, "train_step", dies)
+    monkeypatch.setattr(trainer.Trainer, "train_step", dies)
     with pytest.raises(RuntimeError, match="killed"):
         run_cli(*args, ok=False)
-    monkeypatch.setattr(train.Recipe, "train_step", original)
+    monkeypatch.setattr(trainer.Trainer, "train_step", original)
     assert not any(os.path.exists(os.path.join(out, d)) for d in ("final", "best", "pruned"))
     run_cli(*args, "--resume")
 
@@ -219,27 +219,27 @@ def _seeded_start(out, teacher_dir, general_dir, corpus, seed: int, probe: dict)
     its epoch-0 row order, and the student's hidden states on ``probe`` in eval and in train mode
     (dropout), computed right after setup as the first training step would be."""
     from distill.config import load_config
-    from distill.models import features
-    from distill.train import Recipe
+    from distill.modules.models import features
+    from distill.training.trainer import Trainer
 
     cfg = load_config(None, common(out, task="sst2", **{
         "model.teacher": teacher_dir, "model.student": general_dir, "data.train": corpus, "train.max_steps": 2,
         "train.seed": seed}), stage="task", step="intermediate")
-    recipe = Recipe(cfg)
+    trainer = Trainer(cfg)
     try:
-        recipe.setup()
-        model = recipe.parts.model
-        order = [r["id"] for r in recipe.loader.dataset.iter_epoch(0)]
-        first = next(iter(recipe.loader))["input_ids"]
+        trainer.setup()
+        model = trainer.parts.model
+        order = [r["id"] for r in trainer.loader.dataset.iter_epoch(0)]
+        first = next(iter(trainer.loader))["input_ids"]
         with torch.no_grad():
             still = features(model.eval(), probe).hidden[-1]
             dropped = features(model.train(), probe).hidden[-1]
         return {"student": {k: v.clone() for k, v in model.state_dict().items()},
-                "projector": recipe.module.projector.proj.weight.detach().clone(),
-                "teacher": {k: v.clone() for k, v in recipe.parts.teacher.state_dict().items()},
+                "projector": trainer.module.projector.proj.weight.detach().clone(),
+                "teacher": {k: v.clone() for k, v in trainer.parts.teacher.state_dict().items()},
                 "order": order, "first": first, "eval": still, "train": dropped}
     finally:
-        recipe.cleanup()
+        trainer.cleanup()
 
 
 def test_train_seed_sets_new_parameters_dropout_and_data_order_and_nothing_else(tmp_path, teacher_dir, sst2_corpus):
@@ -278,7 +278,7 @@ def test_train_seed_sets_new_parameters_dropout_and_data_order_and_nothing_else(
 
 def test_lr_schedules_by_hand():
     """linear: warm up 2 steps, then down to 0 at step 6; constant: warm up, then 1."""
-    from distill.train import linear_schedule
+    from distill.training.trainer import linear_schedule
 
     assert [linear_schedule(6, 2)(s) for s in range(7)] == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
     assert [linear_schedule(6, 2, decay=False)(s) for s in range(7)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]

@@ -12,7 +12,7 @@ from pipelines.readers import read_tsv
 from pipelines.records import Batch, InputSpec, Record, Reject, Tally
 from pipelines.shards import read_shard
 from pipelines.tasks import get_task
-from pipelines.transforms import Augment, ReadTask, WriteCorpus, WriteManifest, _write_manifest
+from pipelines.transforms import Augment, ReadTask, WriteCorpus, WriteManifest, write_manifest_file
 from tests.pipelines.fakes import FakeAugmenter, FakeLoader
 
 QNLI = get_task("qnli")
@@ -140,9 +140,9 @@ def test_write_manifest_counts_from_the_summaries(tmp_path):
 
 def test_write_manifest_refuses_repeated_or_missing_files(tmp_path):
     with pytest.raises(CorpusError, match="2 summaries of dead-letter.jsonl"):
-        _write_manifest((0, SUMMARIES + [SUMMARIES[2]]), str(tmp_path), STATIC)
+        write_manifest_file((0, SUMMARIES + [SUMMARIES[2]]), str(tmp_path), STATIC)
     with pytest.raises(CorpusError, match="0 summaries of dead-letter.jsonl"):
-        _write_manifest((0, SUMMARIES[:2] + SUMMARIES[3:]), str(tmp_path), STATIC)
+        write_manifest_file((0, SUMMARIES[:2] + SUMMARIES[3:]), str(tmp_path), STATIC)
     with pytest.raises(CorpusError, match="summarised more than once"):
-        _write_manifest((0, SUMMARIES + [SUMMARIES[0]]), str(tmp_path), STATIC)
+        write_manifest_file((0, SUMMARIES + [SUMMARIES[0]]), str(tmp_path), STATIC)
     assert read_manifest(str(tmp_path)) is None

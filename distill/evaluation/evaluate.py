@@ -1,10 +1,43 @@
-"""``distill eval``: any checkpoint with a task head (a pruned one compacted), on any labelled split."""
+"""Evaluation, in one place: a model in memory on rows (:func:`evaluate`, what the Trainer calls at
+each evaluation), and ``distill eval``'s any checkpoint with a task head (a pruned one compacted)
+on any labelled split (:func:`evaluate_checkpoint`)."""
 from __future__ import annotations
 
 import os
 import time
 
+import numpy as np
 import torch
+from torch import nn
+
+
+@torch.no_grad()
+def predict(model: nn.Module, rows: list[dict], collator, batch_size: int, device: torch.device,
+            regression: bool) -> np.ndarray:
+    """Class ids (or scores for regression) for ``rows``, in order: (N,)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(rows), batch_size):
+        batch = {k: v.to(device) for k, v in collator(rows[i:i + batch_size]).items()}
+        batch.pop("labels", None)
+        logits = model(**batch).logits.float()  # (B, C)
+        out.append(logits[:, 0] if regression else logits.argmax(-1))
+    model.train(was_training)
+    return torch.cat(out).cpu().numpy()
+
+
+def evaluate(model, rows, collator, task, batch_size: int, device) -> dict:
+    """The task's GLUE metrics on ``rows`` (SQuAD EM/F1 for QA; ``score`` picks the best checkpoint)."""
+    from distill.evaluation.metrics import compute
+
+    if task.kind == "qa":
+        from distill.evaluation.squad import evaluate_qa
+
+        return evaluate_qa(model, rows, collator, batch_size, device)
+    regression = task.kind == "regression"
+    preds = predict(model, rows, collator, batch_size, device, regression)
+    return compute(task.metric, preds, np.array([r["label"] for r in rows]))
 
 
 def trained_settings(model_path: str) -> dict:
@@ -29,17 +62,16 @@ def evaluate_checkpoint(model_path: str, task_name: str, data: str, split: str =
     and ``max_query_length`` left None take the values the checkpoint was trained with (its saved
     ``config.yaml``), else the task's defaults (128 tokens, or 384/128/64 for SQuAD). SQuAD 2.0:
     ``tune_data`` (other questions than ``data``, e.g. held-out training questions) chooses the null
-    threshold reported as ``f1_tuned`` (see ``distill.qa.evaluate_qa``). Raises
+    threshold reported as ``f1_tuned`` (see ``distill.evaluation.squad.evaluate_qa``). Raises
     ``ModelError``/``CorpusError``/``ValueError`` naming the problem."""
     from transformers import AutoTokenizer
 
     from distill.config import default_max_seq_length
-    from distill.data import Collator
-    from distill.glue import read_eval_rows
-    from distill.models import ModelError, count_parameters
-    from distill.pruning import load_pruned
+    from distill.data.stream import Collator
+    from distill.data.glue import read_eval_rows
+    from distill.modules.models import ModelError, count_parameters
+    from distill.modules.pruning import load_pruned
     from distill.devices import resolve_device
-    from distill.train import evaluate
     from pipelines.tasks import get_task
 
     task = get_task(task_name)
@@ -75,9 +107,10 @@ def _evaluate_qa(model_path, task, data, batch_size, max_seq_length, device, doc
                  null_threshold, tune_data=None) -> dict:
     from transformers import AutoTokenizer
 
-    from distill.models import ModelError, count_parameters
-    from distill.pruning import load_pruned
-    from distill.qa import QACollator, evaluate_qa, read_examples
+    from distill.modules.models import ModelError, count_parameters
+    from distill.modules.pruning import load_pruned
+    from distill.data.qa import QACollator, read_examples
+    from distill.evaluation.squad import evaluate_qa
     from distill.devices import resolve_device
 
     model = load_pruned(model_path, "qa")

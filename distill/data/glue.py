@@ -6,7 +6,7 @@ import os
 
 from pipelines.readers import read_tsv as read_tsv_records
 from pipelines.records import Reject
-from distill.shards import CorpusError
+from distill.data.shards import CorpusError
 
 
 def _records(path: str, task, prefix: str) -> list:
@@ -40,7 +40,7 @@ def tsv_corpus(path: str, root: str, task, rows_per_shard: int = 100_000) -> str
     """
     import shutil
 
-    from distill.shards import ShardWriter
+    from distill.data.shards import ShardWriter
     from pipelines.rows import build_rows, schema
 
     prefix = os.path.splitext(os.path.basename(path))[0]  # the builder's prefix: the file stem
@@ -63,7 +63,7 @@ def read_eval_rows(path: str, task, split: str = "dev") -> list[dict]:
         return read_tsv(os.path.join(path, f"{split}.tsv"), task)
     if os.path.isfile(path):
         return read_tsv(path, task)
-    from distill.data import open_corpus
+    from distill.data.stream import open_corpus
 
     corpus = open_corpus(path, task, original_only=True)
     stream = corpus.stream(shuffle=False)

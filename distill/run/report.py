@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 
-from distill.recipes import Recipe
+from distill.run.recipes import Recipe
 
 METRIC_NAMES = {"accuracy": "accuracy", "f1": "F1", "matthews": "Matthews corr.", "pearson_spearman":
                 "Pearson/Spearman", "squad": "F1"}
@@ -105,7 +105,7 @@ def _layers(model: str) -> int | None:
 
 # -- QA ----------------------------------------------------------------------------------------------
 def _qa_rows(recipe: Recipe, results: dict) -> tuple[list[dict], dict]:
-    from distill.measure import pruning_summary
+    from distill.evaluation.measure import pruning_summary
 
     ev = results["eval"]
     metric = ev["metric"]

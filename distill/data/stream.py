@@ -36,8 +36,8 @@ import pyarrow.compute as pc
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from distill.encoding import encode_text
-from distill.shards import TEXT_TASK, CorpusError, Manifest, open_table, read_manifest
+from distill.data.encoding import encode_text
+from distill.data.shards import TEXT_TASK, CorpusError, Manifest, open_table, read_manifest
 
 Chunk = tuple[int, int, int]  # (shard index, start, stop) in the shard's selected rows
 
@@ -204,7 +204,7 @@ class ShardStream(IterableDataset):
         rng = np.random.default_rng([self.seed, epoch, consumer, 1])
         positions = buffered_positions(starts[-1], self.buffer_size if self.shuffle else 0, rng)
         loaded: dict[int, list[dict]] = {}
-        tables = _TableCache(self.cache_tables)
+        tables = TableCache(self.cache_tables)
         for i, pos in enumerate(positions):
             p = bisect.bisect_right(starts, pos) - 1
             remaining[p] -= 1
@@ -217,7 +217,7 @@ class ShardStream(IterableDataset):
                 del loaded[p]
             yield row
 
-    def _read_piece(self, tables: "_TableCache", piece: Chunk) -> list[dict]:
+    def _read_piece(self, tables: "TableCache", piece: Chunk) -> list[dict]:
         shard, a, b = piece
         table = tables.get(self.paths[shard]).select(self.columns)
         sel = self.selections[shard]
@@ -225,7 +225,7 @@ class ShardStream(IterableDataset):
         return part.to_pylist()
 
 
-class _TableCache:
+class TableCache:
     """The last ``size`` opened shard tables (memory-mapped when local)."""
 
     def __init__(self, size: int):

@@ -23,7 +23,6 @@ import copy
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import subprocess
@@ -34,9 +33,9 @@ from typing import Callable
 
 from distill.config import Config, ConfigError, config_from_dict
 from distill.devices import Precision, resolve_device, resolve_precision
-from distill.recipes import CONFIG_SECTIONS, Recipe, RecipeError
+from distill.run.recipes import CONFIG_SECTIONS, Cell, Recipe, RecipeError
 
-log = logging.getLogger("distill.runner")
+log = logging.getLogger("distill.run.plan")
 
 DONE = "stage.json"
 # Bump a stage's number when its code changes what it writes: every run then redoes it.
@@ -52,9 +51,9 @@ class StageError(RuntimeError):
 
 
 @dataclass
-class Step:
+class Stage:
     """One stage of a plan. ``name``: its label (``prune-50`` for one target of ``prune``);
-    ``status``: reuse | resume | run; ``action(step, results) -> result``."""
+    ``status``: reuse | resume | run; ``action(stage, results) -> result``."""
 
     name: str
     kind: str
@@ -63,7 +62,7 @@ class Step:
     status: str
     reads: list[str]
     work: str
-    action: Callable[["Step", dict], dict] = field(repr=False)
+    action: Callable[["Stage", dict], dict] = field(repr=False)
     identity: dict = field(repr=False, default_factory=dict)
 
 
@@ -72,7 +71,7 @@ class Plan:
     recipe: Recipe
     output: str
     store: str
-    steps: list[Step]
+    stages: list[Stage]
 
 
 # -- identities ----------------------------------------------------------------------------------
@@ -143,32 +142,32 @@ def _package_version() -> str:
 
 # -- building the plan ---------------------------------------------------------------------------
 class _Planner:
-    """Turns a recipe into steps, in order, each fingerprinted from the ones it reads."""
+    """Turns a recipe into stages, in order, each fingerprinted from the ones it reads."""
 
     def __init__(self, recipe: Recipe, output: str, store: str):
         self.r, self.output, self.store = recipe, output, store
         self.hasher = Hasher(store)
-        self.steps: dict[str, Step] = {}
+        self.stages: dict[str, Stage] = {}
 
-    # paths a step will produce, known before it runs (folders are named by fingerprints)
+    # paths a stage will produce, known before it runs (folders are named by fingerprints)
     def folder(self, kind: str, fp: str) -> str:
         return os.path.join(self.store, f"{kind}-{fp}")
 
-    def add(self, name: str, kind: str, identity: dict, reads: list[str], work: str, action) -> Step:
+    def add(self, name: str, kind: str, identity: dict, reads: list[str], work: str, action) -> Stage:
         identity = {"stage": kind, "version": STAGE_VERSIONS[kind], "package": _package_version(),
-                    "reads": {r: self.steps[r].fingerprint for r in reads}, **identity}
+                    "reads": {r: self.stages[r].fingerprint for r in reads}, **identity}
         fp = fingerprint(identity)
         folder = self.folder(kind, fp)
         status = "run"
         if os.path.exists(os.path.join(folder, DONE)):
             status = "reuse"
         elif os.path.isdir(folder):
-            from distill.train import latest_checkpoint
+            from distill.training.trainer import latest_checkpoint
 
             status = "resume" if latest_checkpoint(folder) or latest_checkpoint(os.path.join(folder, "run")) else "run"
-        step = Step(name, kind, fp, folder, status, reads, work, action, identity)
-        self.steps[name] = step
-        return step
+        stage = Stage(name, kind, fp, folder, status, reads, work, action, identity)
+        self.stages[name] = stage
+        return stage
 
     def training_config(self, name: str, settings: dict, fixed: dict) -> Config:
         """The distill Config a training stage runs: its recipe sections, then ``fixed`` (models,
@@ -215,8 +214,9 @@ class _Planner:
         rows = _corpus_rows(corpus, cfg) if corpus else None
         if rows is None:
             return f"{t.epochs:g} epoch{'s' if t.epochs != 1 else ''} of the training data"
-        per_step = t.batch_size * t.grad_accum
-        return f"{math.ceil(t.epochs * rows / per_step)} steps ({t.epochs:g} epochs of {rows:,} rows)"
+        from distill.training.trainer import total_steps
+
+        return f"{total_steps(t, rows)} steps ({t.epochs:g} epochs of {rows:,} rows)"
 
 
 def _corpus_rows(corpus: str, cfg: Config) -> int | None:
@@ -240,14 +240,14 @@ def make_plan(recipe: Recipe, output: str, store: str | None = None) -> Plan:
     p = _Planner(recipe, output, store)
     (_plan_qa if recipe.family == "qa" else _plan_glue)(p)
     p.hasher.save()
-    return Plan(recipe, output, store, list(p.steps.values()))
+    return Plan(recipe, output, store, list(p.stages.values()))
 
 
 def _result(results: dict, name: str, key: str = "model") -> str:
     return results[name][key]
 
 
-def _corpus_step(p: _Planner) -> Step | None:
+def _corpus_stage(p: _Planner) -> Stage | None:
     r = p.r
     c = r.stages.get("corpus")
     if c is None:
@@ -263,8 +263,8 @@ def _corpus_step(p: _Planner) -> Step | None:
                 "teacher": p.hasher.identify(settings.get("teacher")), "glove": p.hasher.identify(settings.get("glove"))}
     beam_args = [str(a) for a in c.get("beam_args") or []]
 
-    def run(step: Step, results: dict) -> dict:
-        out = os.path.join(step.folder, "corpus")
+    def run(stage: Stage, results: dict) -> dict:
+        out = os.path.join(stage.folder, "corpus")
         argv = ["--task", r.task, "--input", r.data["train"], "--output", out, "--teacher", str(settings["teacher"]),
                 "--glove", str(settings["glove"]), "--n-aug", str(settings["n_aug"]), "--p-t", str(settings["p_t"]),
                 "--k", str(settings["k"]), "--seed", str(settings["seed"]), "--num-shards", str(settings["num_shards"])]
@@ -285,9 +285,9 @@ def _corpus_step(p: _Planner) -> Step | None:
     return p.add("corpus", "corpus", identity, [], work, run)
 
 
-def _train_step(p: _Planner, name: str, kind: str, fixed: dict, reads: list[str], model_out: str,
-                corpus: str | None = None, before: Callable[[Step, dict, Config], Config] | None = None,
-                identity: dict | None = None) -> Step:
+def _train_stage(p: _Planner, name: str, kind: str, fixed: dict, reads: list[str], model_out: str,
+                corpus: str | None = None, before: Callable[[Stage, dict, Config], Config] | None = None,
+                identity: dict | None = None) -> Stage:
     """A stage that runs ``distill`` training (:func:`train_in`) with its recipe
     sections and the keys ``fixed`` wires (models, data, stage). Upstream models are given by the
     paths they will have: they sit in fingerprinted folders, known before they exist. ``before``
@@ -298,12 +298,12 @@ def _train_step(p: _Planner, name: str, kind: str, fixed: dict, reads: list[str]
     identity = {"config": p.config_identity(cfg), **(identity or {})}
     work = p.steps_text(cfg, corpus)
 
-    def run(step: Step, results: dict) -> dict:
+    def run(stage: Stage, results: dict) -> dict:
         cfg_run = copy.deepcopy(cfg)
-        cfg_run.output_dir = os.path.join(step.folder, "run")
+        cfg_run.output_dir = os.path.join(stage.folder, "run")
         if before is not None:
-            cfg_run = before(step, results, cfg_run) or cfg_run
-        if corpus and not cfg_run.train.max_steps and "rows)" not in step.work:  # the corpus exists now
+            cfg_run = before(stage, results, cfg_run) or cfg_run
+        if corpus and not cfg_run.train.max_steps and "rows)" not in stage.work:  # the corpus exists now
             print(f"      {p.steps_text(cfg_run, corpus)}", flush=True)
         precision = stage_precision(cfg_run)
         print(f"      precision {precision.name} ({precision.reason})", flush=True)
@@ -323,60 +323,119 @@ def stage_precision(cfg: Config, warn: bool = True) -> Precision:
 
 def train_in(cfg: Config) -> dict:
     """Run a training config to its end in ``cfg.output_dir``, resuming from the newest checkpoint
-    there when there is one (``distill.prune`` for the prune stage, ``distill.train`` otherwise).
+    there when there is one (``distill.training.prune`` for the prune stage, ``distill.training.trainer`` otherwise).
     The one place that decides to resume: the recipe runner and the experiments' scripts call it."""
-    from distill.train import latest_checkpoint
+    from distill.training.trainer import latest_checkpoint
 
     checkpoint = latest_checkpoint(cfg.output_dir)
     if checkpoint:
         print(f"      resuming from {checkpoint}", flush=True)
     if cfg.stage == "prune":
-        from distill import prune
+        from distill.training import prune
 
         return prune.main(cfg, resume=checkpoint is not None)
-    from distill import train
+    from distill.training import trainer
 
-    return train.main(cfg, resume=checkpoint is not None)
+    return trainer.main(cfg, resume=checkpoint is not None)
 
 
 def _jsonable(obj):
     return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
-def _teacher_step(p: _Planner, data_train: str, dev: str | None) -> tuple[Step, str]:
-    """The GLUE teacher stage and the path its model will have."""
+def _teacher_stage(p: _Planner, data_train: str, dev: str | None) -> tuple[Stage, str]:
+    """The GLUE teacher stage and the path its model will have. It fine-tunes on the corpus
+    originals, or on every row of ``train_data`` when given (a labelled TSV, written as a corpus of
+    originals in the stage folder first, or a corpus folder)."""
     t = p.r.stages["teacher"]
     if t.get("given") is not None:
         given = t["given"]
         return p.add("teacher", "teacher", {"given": p.hasher.identify(given)}, [], f"use {given} as it is",
-                     lambda step, results: {"model": given}), given
+                     lambda stage, results: {"model": given}), given
     fixed = {"stage": "finetune", "task": p.r.task, "model.teacher": t["model"], "data.train": data_train,
              "data.dev": dev}
-    if "original_only" not in (t.get("data") or {}):  # the paper's teachers saw the task's own data
+    before, reads = None, ["corpus"]
+    if t.get("train_data") is not None:
+        fixed["data.train"], reads = t["train_data"], []
+        if os.path.isfile(t["train_data"]):
+            before = _tsv_corpus_builder(t["train_data"], p.r.task)
+            fixed["data.train"] = "@tsv-corpus"  # the stage writes it; its identity is the file's
+    elif "original_only" not in (t.get("data") or {}):  # the paper's teachers saw the task's own data
         fixed["data.original_only"] = True
-    step = _train_step(p, "teacher", "teacher", fixed, ["corpus"], "best", corpus=data_train)
-    return step, os.path.join(step.folder, "run", "best")  # dev is set: the last step always evaluates
+    identity = {"train_data": p.hasher.identify(t["train_data"])} if t.get("train_data") else None
+    stage = _train_stage(p, "teacher", "teacher", fixed, reads, "best", corpus=None if before else fixed["data.train"],
+                       before=before, identity=identity)
+    return stage, os.path.join(stage.folder, "run", "best")  # dev is set: the last step always evaluates
+
+
+def _tsv_corpus_builder(path: str, task_name: str):
+    """A ``before`` hook: ``path`` (a labelled TSV) as a corpus of originals in the stage folder."""
+    def before(stage: Stage, results: dict, cfg: Config) -> Config:
+        from distill.data.glue import tsv_corpus
+        from distill.data.shards import CorpusError, read_manifest
+        from pipelines.tasks import get_task
+
+        root = os.path.join(stage.folder, "train-corpus")
+        try:
+            read_manifest(root)
+        except (CorpusError, OSError, ValueError):  # not yet written, or half written
+            print(f"      writing {path} as a corpus of originals", flush=True)
+            tsv_corpus(path, root, get_task(task_name))
+        cfg.data.train = root
+        return cfg
+
+    return before
+
+
+def _all_rows_steps(corpus: str):
+    """A ``before`` hook for ``epochs_over_all_rows``: the stage's steps are its epochs over every
+    row of ``corpus``, also when ``data.original_only`` trains on the originals alone (so both
+    conditions of an augmentation study take the same steps)."""
+    def before(stage: Stage, results: dict, cfg: Config) -> Config:
+        from distill.training.trainer import total_steps
+
+        if not cfg.train.max_steps:
+            every = copy.deepcopy(cfg)
+            every.data.original_only = False
+            cfg.train.max_steps = total_steps(cfg.train, _corpus_rows(corpus, every))
+        return cfg
+
+    return before
+
+
+def _chain(*hooks):
+    """``before`` hooks run in turn (None entries skipped); None when there are none."""
+    hooks = [h for h in hooks if h is not None]
+    if not hooks:
+        return None
+
+    def before(stage: Stage, results: dict, cfg: Config) -> Config:
+        for h in hooks:
+            cfg = h(stage, results, cfg) or cfg
+        return cfg
+
+    return before
 
 
 def _plan_glue(p: _Planner) -> None:
     r, s = p.r, p.r.stages
-    corpus = _corpus_step(p)
+    corpus = _corpus_stage(p)
     corpus_path = os.path.join(corpus.folder, "corpus")
-    _, teacher_model = _teacher_step(p, corpus_path, r.data["dev"])
+    _, teacher_model = _teacher_stage(p, corpus_path, r.data["dev"])
     student = None
     if "general" in s:
         g = s["general"]
         if g.get("given") is not None:
             student = g["given"]
             p.add("general", "general", {"given": p.hasher.identify(student)}, [], f"use {student} as it is",
-                  lambda step, results: {"model": g["given"]})
+                  lambda stage, results: {"model": g["given"]})
         else:
             text_files = list(g["text"])
 
-            def shard(step: Step, results: dict, cfg: Config) -> Config:
-                from distill.shards import CorpusError, read_manifest, write_text_shards
+            def shard(stage: Stage, results: dict, cfg: Config) -> Config:
+                from distill.data.shards import CorpusError, read_manifest, write_text_shards
 
-                root = os.path.join(step.folder, "text")
+                root = os.path.join(stage.folder, "text")
                 try:
                     read_manifest(root)
                 except (CorpusError, OSError, ValueError):  # not yet written, or half written
@@ -387,27 +446,32 @@ def _plan_glue(p: _Planner) -> None:
 
             fixed = {"stage": "general", "model.teacher": g.get("teacher") or s["teacher"]["model"],
                      "model.student": g.get("student", "tinybert-4"), "data.train": "@text"}
-            step = _train_step(p, "general", "general", fixed, [], "final", before=shard,
+            stage = _train_stage(p, "general", "general", fixed, [], "final", before=shard,
                                identity={"text": [p.hasher.identify(f) for f in text_files]})
-            student = os.path.join(step.folder, "run", "final")
+            student = os.path.join(stage.folder, "run", "final")
     if "intermediate" in s:
         fixed = {"stage": "task", "step": "intermediate", "task": r.task, "model.teacher": teacher_model,
                  "model.student": student, "data.train": corpus_path}
-        step = _train_step(p, "intermediate", "intermediate", fixed, ["corpus", "teacher", "general"], "final",
-                           corpus=corpus_path)
-        student = os.path.join(step.folder, "run", "final")
+        over_all = bool(s["intermediate"].get("epochs_over_all_rows"))
+        stage = _train_stage(p, "intermediate", "intermediate", fixed, ["corpus", "teacher", "general"], "final",
+                           corpus=corpus_path, before=_all_rows_steps(corpus_path) if over_all else None,
+                           identity={"epochs_over_all_rows": True} if over_all else None)
+        student = os.path.join(stage.folder, "run", "final")
     if "prediction" in s:
         pred = s["prediction"]
         fixed = {"stage": "task", "step": "prediction", "task": r.task, "model.teacher": teacher_model,
                  "model.student": student, "data.train": corpus_path, "data.dev": r.data["dev"]}
         reads = ["corpus", "teacher"] + (["intermediate"] if "intermediate" in s else ["general"])
-        cache_before = _cache_builder(p) if pred.get("cache_teacher") else None
-        _train_step(p, "prediction", "prediction", fixed, reads, "best", corpus=corpus_path, before=cache_before,
-                    identity={"cache_teacher": bool(pred.get("cache_teacher"))})
+        over_all = bool(pred.get("epochs_over_all_rows"))
+        before = _chain(_all_rows_steps(corpus_path) if over_all else None,
+                        _cache_builder(p) if pred.get("cache_teacher") else None)
+        _train_stage(p, "prediction", "prediction", fixed, reads, "best", corpus=corpus_path, before=before,
+                    identity={"cache_teacher": bool(pred.get("cache_teacher"))}
+                    | ({"epochs_over_all_rows": True} if over_all else {}))
     if "eval" in s:
-        _glue_eval_step(p)
+        _glue_eval_stage(p)
     if "report" in s:
-        _report_step(p, ["eval"])
+        _report_stage(p, ["eval"])
 
 
 def _cache_builder(p: _Planner):
@@ -416,8 +480,8 @@ def _cache_builder(p: _Planner):
     the teacher, the data and the windows only, so every student of one teacher and corpus (another
     learning rate, another pruned model) reads one cache. Float32 outputs, as the experiments
     measured; resumable by shard."""
-    def before(step: Step, results: dict, cfg: Config) -> Config:
-        from distill.teacher_cache import build
+    def before(stage: Stage, results: dict, cfg: Config) -> Config:
+        from distill.training.teacher_cache import build
 
         d = cfg.data
         key = {"teacher": p.path_identity(cfg.model.teacher), "train": p.path_identity(d.train),
@@ -435,16 +499,16 @@ def _cache_builder(p: _Planner):
     return before
 
 
-def _glue_eval_step(p: _Planner) -> None:
+def _glue_eval_stage(p: _Planner) -> None:
     r, s = p.r, p.r.stages
     e = s["eval"]
     settings = {"latency_sentences": 100, "batch_size": 64} | e
     identity = {"settings": settings, "dev": p.hasher.identify(r.data["dev"])}
 
-    def run(step: Step, results: dict) -> dict:
-        from distill.evaluate import evaluate_checkpoint
-        from distill.glue import read_eval_rows
-        from distill.measure import text_latency_ms
+    def run(stage: Stage, results: dict) -> dict:
+        from distill.evaluation.evaluate import evaluate_checkpoint
+        from distill.data.glue import read_eval_rows
+        from distill.evaluation.measure import text_latency_ms
         from pipelines.tasks import get_task
 
         task = get_task(r.task)
@@ -464,50 +528,50 @@ def _glue_eval_step(p: _Planner) -> None:
 
 
 def _model_size(model: str) -> dict:
-    from distill.measure import size_info
+    from distill.evaluation.measure import size_info
 
     if os.path.isfile(os.path.join(model, "model.safetensors")):
         return size_info(model)
     return {}
 
 
-def _report_step(p: _Planner, reads: list[str]) -> None:
+def _report_stage(p: _Planner, reads: list[str]) -> None:
     r = p.r
     settings = {"plot": True} | p.r.stages["report"]
 
-    def run(step: Step, results: dict) -> dict:
-        from distill.report import write_report
+    def run(stage: Stage, results: dict) -> dict:
+        from distill.run.report import write_report
 
-        return write_report(r, results, step.folder, plot=settings["plot"])
+        return write_report(r, results, stage.folder, plot=settings["plot"])
 
     p.add("report", "report", {"settings": settings, "recipe": r.name}, reads + _model_steps(p),
           "report.md, report.json, plot, model card", run)
 
 
 def _model_steps(p: _Planner) -> list[str]:
-    return [n for n in p.steps if n == "teacher" or n == "prediction" or n.startswith("recover-")
+    return [n for n in p.stages if n == "teacher" or n == "prediction" or n.startswith("recover-")
             or n.startswith("prune-")]
 
 
 # -- QA -----------------------------------------------------------------------------------------
 def _plan_qa(p: _Planner) -> None:
     r, s = p.r, p.r.stages
-    corpus = _corpus_step(p)
+    corpus = _corpus_stage(p)
     train = os.path.join(corpus.folder, "corpus") if corpus else r.data["train"]
     tune = r.data.get("tune")
     if "split" in s:
         n = s["split"].get("tune_articles", 1)
 
-        def split(step: Step, results: dict) -> dict:
-            return _split_by_article(r.data["train"], step.folder, n)
+        def split(stage: Stage, results: dict) -> dict:
+            return _split_by_article(r.data["train"], stage.folder, n)
 
         st = p.add("split", "split", {"input": p.hasher.identify(r.data["train"]), "tune_articles": n}, [],
                    f"last {n} article(s) of {r.data['train']} -> tune", split)
         tune = os.path.join(st.folder, "train-tune.json")
         if corpus is None:
             train = os.path.join(st.folder, "train-fit.json")
-    upstream = [n for n in ("corpus", "split") if n in p.steps and (n != "split" or corpus is None)]
-    teacher = _teacher_step_qa(p, train, upstream)
+    upstream = [n for n in ("corpus", "split") if n in p.stages and (n != "split" or corpus is None)]
+    teacher = _teacher_stage_qa(p, train, upstream)
     teacher_model = s["teacher"].get("given") or os.path.join(teacher.folder, "run", "final")
     pruned = {}
     if "prune" in s:
@@ -517,8 +581,8 @@ def _plan_qa(p: _Planner) -> None:
             sizing = ({"prune.target_heads": float(t), "prune.target_ffn": float(t)} if strategy == "l0"
                       else {"prune.keep_heads": float(t), "prune.keep_ffn": float(t)})
             fixed = {"stage": "prune", "task": r.task, "model.teacher": teacher_model, "data.train": train, **sizing}
-            step = _train_step(p, f"prune-{label}", "prune", fixed, ["teacher"] + upstream, "pruned")
-            pruned[label] = os.path.join(step.folder, "run", "pruned")
+            stage = _train_stage(p, f"prune-{label}", "prune", fixed, ["teacher"] + upstream, "pruned")
+            pruned[label] = os.path.join(stage.folder, "run", "pruned")
     recovered = {}
     if "recover" in s:
         rec = s["recover"]
@@ -526,26 +590,26 @@ def _plan_qa(p: _Planner) -> None:
             fixed = {"stage": "task", "step": "prediction", "task": r.task, "model.teacher": teacher_model,
                      "model.student": model, "data.train": train}
             before = _cache_builder(p) if rec.get("cache_teacher") else None
-            _train_step(p, f"recover-{label}", "recover", fixed, ["teacher", f"prune-{label}"] + upstream, "final",
+            _train_stage(p, f"recover-{label}", "recover", fixed, ["teacher", f"prune-{label}"] + upstream, "final",
                         before=before)
             recovered[label] = f"recover-{label}"
     finals = recovered or {label: f"prune-{label}" for label in pruned}
     if "eval" in s:
-        _qa_eval_step(p, tune, finals)
+        _qa_eval_stage(p, tune, finals)
     if "latency" in s:
-        _qa_latency_step(p, finals)
+        _qa_latency_stage(p, finals)
     if "report" in s:
-        _report_step(p, ["eval"] + (["latency"] if "latency" in s else []))
+        _report_stage(p, ["eval"] + (["latency"] if "latency" in s else []))
 
 
-def _teacher_step_qa(p: _Planner, train: str, upstream: list[str]) -> Step:
+def _teacher_stage_qa(p: _Planner, train: str, upstream: list[str]) -> Stage:
     t = p.r.stages["teacher"]
     if t.get("given") is not None:
         return p.add("teacher", "teacher", {"given": p.hasher.identify(t["given"])}, [], f"use {t['given']} as it is",
-                     lambda step, results: {"model": t["given"]})
+                     lambda stage, results: {"model": t["given"]})
     # no data.dev: the recipe's dev set is the holdout the report scores, never a selection split
     fixed = {"stage": "finetune", "task": p.r.task, "model.teacher": t["model"], "data.train": train}
-    return _train_step(p, "teacher", "teacher", fixed, upstream, "final")
+    return _train_stage(p, "teacher", "teacher", fixed, upstream, "final")
 
 
 def _split_by_article(path: str, folder: str, tune_articles: int) -> dict:
@@ -565,14 +629,14 @@ def _split_by_article(path: str, folder: str, tune_articles: int) -> dict:
     return out
 
 
-def _qa_eval_step(p: _Planner, tune: str | None, finals: dict) -> None:
+def _qa_eval_stage(p: _Planner, tune: str | None, finals: dict) -> None:
     r = p.r
     settings = {"batch_size": 32} | {k: v for k, v in r.stages["eval"].items() if k != "latency_sentences"}
-    reads = ["teacher"] + list(finals.values()) + (["split"] if "split" in p.steps else [])
+    reads = ["teacher"] + list(finals.values()) + (["split"] if "split" in p.stages else [])
     identity = {"settings": settings, "dev": p.hasher.identify(r.data["dev"]), "tune": p.path_identity(tune)}
 
-    def run(step: Step, results: dict) -> dict:
-        from distill.evaluate import evaluate_checkpoint
+    def run(stage: Stage, results: dict) -> dict:
+        from distill.evaluation.evaluate import evaluate_checkpoint
 
         out = {}
         models = _qa_models(results, finals)
@@ -593,13 +657,13 @@ def _qa_models(results: dict, finals: dict) -> dict[str, str]:
                                                        for label, name in finals.items()}
 
 
-def _qa_latency_step(p: _Planner, finals: dict) -> None:
+def _qa_latency_stage(p: _Planner, finals: dict) -> None:
     r = p.r
     settings = {"windows": 30, "batch": 32, "rounds": 2} | r.stages["latency"]
 
-    def run(step: Step, results: dict) -> dict:
-        from distill.evaluate import trained_settings
-        from distill.measure import qa_latency_ms
+    def run(stage: Stage, results: dict) -> dict:
+        from distill.evaluation.evaluate import trained_settings
+        from distill.evaluation.measure import qa_latency_ms
 
         models = _qa_models(results, finals)
         trained = trained_settings(models["teacher"])  # time the windows the models were trained on
@@ -620,10 +684,10 @@ def _qa_latency_step(p: _Planner, finals: dict) -> None:
 def print_plan(plan: Plan, out=None) -> None:
     out = out or sys.stdout
     r = plan.recipe
-    print(f"recipe {r.name} ({r.task}): {len(plan.steps)} stages, store {plan.store}", file=out)
-    width = max(len(s.name) for s in plan.steps)
-    for i, s in enumerate(plan.steps, 1):
-        print(f"  [{i}/{len(plan.steps)}] {s.name:<{width}}  {s.status:<6}  {os.path.relpath(s.folder, plan.output)}"
+    print(f"recipe {r.name} ({r.task}): {len(plan.stages)} stages, store {plan.store}", file=out)
+    width = max(len(s.name) for s in plan.stages)
+    for i, s in enumerate(plan.stages, 1):
+        print(f"  [{i}/{len(plan.stages)}] {s.name:<{width}}  {s.status:<6}  {os.path.relpath(s.folder, plan.output)}"
               f"  {s.work}", file=out)
 
 
@@ -631,42 +695,76 @@ def run_plan(plan: Plan) -> dict:
     """Run every stage that is not complete, in order; returns each stage's result by name. Prints
     each stage as it starts and ends, and the report's table (put into the output folder)."""
     results: dict[str, dict] = {}
-    total = len(plan.steps)
+    total = len(plan.stages)
     started = time.perf_counter()
-    for i, step in enumerate(plan.steps, 1):
-        done = os.path.join(step.folder, DONE)
+    for i, stage in enumerate(plan.stages, 1):
+        done = os.path.join(stage.folder, DONE)
         if os.path.exists(done):
             with open(done, encoding="utf-8") as f:
-                results[step.name] = json.load(f)["result"]
-            print(f"[{i}/{total}] {step.name}: reused ({os.path.relpath(step.folder, plan.output)})", flush=True)
+                results[stage.name] = json.load(f)["result"]
+            print(f"[{i}/{total}] {stage.name}: reused ({os.path.relpath(stage.folder, plan.output)})", flush=True)
             continue
-        print(f"[{i}/{total}] {step.name}: {'resuming' if step.status == 'resume' else 'running'} -- {step.work}",
+        print(f"[{i}/{total}] {stage.name}: {'resuming' if stage.status == 'resume' else 'running'} -- {stage.work}",
               flush=True)
-        os.makedirs(step.folder, exist_ok=True)
-        with open(os.path.join(step.folder, "identity.json"), "w", encoding="utf-8") as f:
-            json.dump(step.identity, f, indent=1, default=str)
+        os.makedirs(stage.folder, exist_ok=True)
+        with open(os.path.join(stage.folder, "identity.json"), "w", encoding="utf-8") as f:
+            json.dump(stage.identity, f, indent=1, default=str)
         t0 = time.perf_counter()
         try:
-            result = step.action(step, results)
+            result = stage.action(stage, results)
         except (RecipeError, StageError):
             raise
         except (ConfigError, ValueError, OSError) as e:
-            raise StageError(f"stage {step.name} ({step.folder}): {e}") from e
+            raise StageError(f"stage {stage.name} ({stage.folder}): {e}") from e
         seconds = time.perf_counter() - t0
-        record = {"stage": step.name, "kind": step.kind, "fingerprint": step.fingerprint, "result": result,
+        record = {"stage": stage.name, "kind": stage.kind, "fingerprint": stage.fingerprint, "result": result,
                   "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         tmp = done + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
         os.replace(tmp, done)
-        results[step.name] = result
-        print(f"[{i}/{total}] {step.name}: done in {_duration(seconds)}", flush=True)
+        results[stage.name] = result
+        print(f"[{i}/{total}] {stage.name}: done in {_duration(seconds)}", flush=True)
     print(f"recipe {plan.recipe.name}: {total} stages in {_duration(time.perf_counter() - started)}", flush=True)
     if "report" in results:
-        from distill.report import publish
+        from distill.run.report import publish
 
         publish(results["report"], plan.output)
     return results
+
+
+# -- grids -----------------------------------------------------------------------------------------
+GRID_FILE = "grid.json"
+
+
+def make_grid(recipe: Recipe, output: str, store: str | None = None) -> list[tuple[Cell, Plan]]:
+    """A plan per cell of a grid recipe, all in one store (``OUTPUT/stages``), so a stage that two
+    cells compute alike (the teacher, a corpus) is one folder, built once. Cell ``i`` writes its
+    report under ``OUTPUT/cells/cell-<i>`` (``grid.json`` names its overrides). Every plan is made (and every cell checked) first."""
+    output = os.path.abspath(output)
+    store = os.path.abspath(store or os.path.join(output, "stages"))
+    return [(cell, make_plan(cell.recipe, os.path.join(output, "cells", f"cell-{i:02d}"), store))
+            for i, cell in enumerate(recipe.cells)]
+
+
+def run_grid(recipe: Recipe, plans: list[tuple[Cell, Plan]], output: str) -> dict:
+    """Run every cell's plan in turn; writes ``OUTPUT/grid.json``: per cell its overrides, output
+    folder, and each stage's folder and result, for the analysis scripts (``experiments/``)."""
+    cells = []
+    for i, (cell, plan) in enumerate(plans, 1):
+        print(f"== cell {i}/{len(plans)}: {cell.name}", flush=True)
+        results = run_plan(plan)
+        cells.append({"name": cell.name, "overrides": cell.overrides, "output": plan.output,
+                      "stages": {s.name: {"kind": s.kind, "folder": s.folder, "fingerprint": s.fingerprint,
+                                          "result": results.get(s.name)} for s in plan.stages}})
+    grid = {"recipe": recipe.name, "source": recipe.source, "store": plans[0][1].store if plans else None,
+            "cells": cells}
+    path = os.path.join(os.path.abspath(output), GRID_FILE)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(grid, f, indent=1)
+    os.replace(path + ".tmp", path)
+    print(f"grid {recipe.name}: {len(plans)} cells; {path}", flush=True)
+    return grid
 
 
 def _duration(seconds: float) -> str:

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from distill.models import encoder_layers
+from distill.modules.models import encoder_layers
 
 #: The file ``save_pruned`` writes beside the model.
 PRUNING_FILE = "pruning.json"
@@ -467,7 +467,7 @@ def _cuts(layer: nn.Module, mask: PruneMask, l: int, hs: int) -> list[tuple[nn.M
 def compact(model: nn.Module, mask: PruneMask) -> nn.Module:
     """Remove the pruned heads and FFN units from ``model`` in place (smaller Linears), so it
     computes the same function as ``apply_mask`` with fewer multiplications. To save it, ``expand``
-    it back (``distill.train.save_pretrained`` saves an expanded copy)."""
+    it back (``distill.training.trainer.save_pretrained`` saves an expanded copy)."""
     _, _, hs, _ = _check_fits(model, mask)
     for l, layer in enumerate(encoder_layers(model)):
         for parent, name, keep, rows in _cuts(layer, mask, l, hs):
@@ -580,7 +580,7 @@ def read_mask(directory: str) -> PruneMask | None:
 def load_pruned(directory: str, head: str = "qa") -> nn.Module:
     """A model saved by ``save_pruned``, compacted (the speed-up); a directory without
     ``pruning.json`` loads unchanged."""
-    from distill.models import load_model
+    from distill.modules.models import load_model
 
     model = load_model(directory, head)
     mask = read_mask(directory)

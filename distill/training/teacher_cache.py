@@ -50,10 +50,10 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import torch
 
-from distill.data import Collator, Corpus, ShardStream, _TableCache, open_corpus
-from distill.models import ModelError, features, load_model
-from distill.shards import MANIFEST, CorpusError, open_table
-from distill.stages import TEACHER_TARGETS, span_logits, trained_head
+from distill.data.stream import Collator, Corpus, ShardStream, TableCache, open_corpus
+from distill.modules.models import ModelError, features, load_model
+from distill.data.shards import MANIFEST, CorpusError, open_table
+from distill.modules.objectives import TEACHER_TARGETS, span_logits, trained_head
 
 FORMAT = "bert-compress-teacher-cache"
 FORMAT_VERSION = 1
@@ -283,7 +283,7 @@ class _Teacher:
         self.model.eval().requires_grad_(False).to(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if self.qa:
-            from distill.qa import QACollator
+            from distill.data.qa import QACollator
 
             self.collator = QACollator(self.tokenizer, max_seq_length, doc_stride, max_query_length)
         else:
@@ -338,7 +338,7 @@ def _corpus_dir(corpus: str, output: str, is_main: bool, barrier: Callable[[], N
     shard bytes a training run writes from it (``data.train=FILE.json``), so the two match."""
     if not os.path.isfile(corpus):
         return corpus
-    from distill.qa import squad_json_corpus
+    from distill.data.qa import squad_json_corpus
 
     root = os.path.join(output, "corpus")
     if is_main:
@@ -377,7 +377,7 @@ def build(teacher: str, corpus: str, output: str, max_seq_length: int | None = N
     from tqdm import tqdm
 
     from distill.config import default_max_seq_length
-    from distill.shards import read_manifest
+    from distill.data.shards import read_manifest
     from pipelines.tasks import get_task
 
     started = time.perf_counter()
@@ -555,7 +555,7 @@ class CachedStream(ShardStream):
         if len(cache_paths) != len(self.paths):
             raise CacheError(f"{len(cache_paths)} cache shards for {len(self.paths)} corpus shards")
         self.cache_paths, self.qa = list(cache_paths), qa
-        self._cache_tables: _TableCache | None = None
+        self._cache_tables: TableCache | None = None
 
     def __getstate__(self) -> dict:  # DataLoader workers open their own tables
         return self.__dict__ | {"_cache_tables": None}
@@ -563,7 +563,7 @@ class CachedStream(ShardStream):
     def _read_piece(self, tables, piece) -> list[dict]:
         rows = super()._read_piece(tables, piece)
         if self._cache_tables is None:
-            self._cache_tables = _TableCache(self.cache_tables)
+            self._cache_tables = TableCache(self.cache_tables)
         shard, a, b = piece
         table = self._cache_tables.get(self.cache_paths[shard])
         sel = self.selections[shard]

@@ -24,7 +24,7 @@ def size_info(model_dir: str) -> dict:
         params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     out = {"parameters": params, "mb": round(os.path.getsize(path) / 2**20, 1)}
     pruning = os.path.join(model_dir, "pruning.json")
-    if os.path.exists(pruning):  # save_pruned records the compact count (distill.pruning.effective_parameters)
+    if os.path.exists(pruning):  # save_pruned records the compact count (distill.modules.pruning.effective_parameters)
         with open(pruning, encoding="utf-8") as f:
             compact = json.load(f)["summary"].get("parameters")
         if compact is not None:
@@ -59,7 +59,7 @@ def text_latency_ms(model_dir: str, texts: list[str | tuple[str, str]], max_leng
     compacted), each text tokenized alone (no padding) to at most ``max_length`` tokens."""
     from transformers import AutoTokenizer
 
-    from distill.pruning import load_pruned
+    from distill.modules.pruning import load_pruned
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = load_pruned(model_dir, "classification").eval()
@@ -80,8 +80,8 @@ def qa_latency_ms(model_dirs: dict[str, str], data: str, windows: int = 30, batc
     import torch
     from transformers import AutoTokenizer
 
-    from distill.pruning import load_pruned
-    from distill.qa import QACollator, read_examples
+    from distill.modules.pruning import load_pruned
+    from distill.data.qa import QACollator, read_examples
     from pipelines.tasks import get_task
 
     first = next(iter(model_dirs.values()))

@@ -8,7 +8,7 @@
 - ``task --step prediction``: soft cross-entropy against the teacher's logits at a temperature
   (MSE for regression; for SQuAD over the start and end logits of each window), plus optionally
   the gold-label loss. With ``data.teacher_cache`` the logits come with each batch
-  (``distill.teacher_cache``) and the teacher's weights are never loaded.
+  (``distill.training.teacher_cache``) and the teacher's weights are never loaded.
 
 Each stage is a small ``nn.Module`` whose ``forward(batch, targets)`` returns every unweighted term
 and the weighted ``loss``; the teacher stays outside it (frozen, run under ``no_grad``), so the
@@ -25,15 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill import losses
+from distill.modules import losses
 from distill.config import Config
-from distill.mapping import build_mapping, validate_mapping
-from distill.models import (Features, ModelError, Projector, build_student, features, load_architecture,
+from distill.modules.mapping import build_mapping, validate_mapping
+from distill.modules.models import (Features, ModelError, Projector, build_student, features, load_architecture,
                            load_model)
-from distill.pruning import PRUNING_FILE, Gates, Lagrangian, compact, l0_density, read_mask
+from distill.modules.pruning import PRUNING_FILE, Gates, Lagrangian, compact, l0_density, read_mask
 
 #: The batch key under which a teacher cache's collator hands over the teacher's outputs
-#: (``data.teacher_cache``, ``distill.teacher_cache``): (B, C) logits, or (W, 2, T) span logits for QA.
+#: (``data.teacher_cache``, ``distill.training.teacher_cache``): (B, C) logits, or (W, 2, T) span logits for QA.
 TEACHER_TARGETS = "teacher_targets"
 
 
@@ -262,7 +262,7 @@ def _prediction(student: nn.Module, teacher: nn.Module, qa: bool, regression: bo
 
 
 def _cached_targets(batch: dict) -> torch.Tensor:
-    """The teacher's outputs that ``distill.teacher_cache.TargetCollator`` put in the batch."""
+    """The teacher's outputs that ``distill.training.teacher_cache.TargetCollator`` put in the batch."""
     return batch.pop(TEACHER_TARGETS)
 
 
@@ -287,9 +287,9 @@ def _keep_pruned(model: nn.Module, cfg: Config, spec: str) -> None:
 def _l0_prune(cfg: Config, task, head: str, regression: bool) -> StageParts:
     """``distill prune`` with strategy l0: hard-concrete gates on a frozen copy of ``model.teacher``,
     trained against the unpruned model's soft labels (the random and gain strategies need no
-    training loop: ``distill.prune``)."""
+    training loop: ``distill.training.prune``)."""
     if cfg.prune.strategy != "l0":
-        raise ValueError(f"prune.strategy {cfg.prune.strategy!r} does not train; run it with distill.prune.run")
+        raise ValueError(f"prune.strategy {cfg.prune.strategy!r} does not train; run it with distill.training.prune.run")
     teacher = load_model(cfg.model.teacher, head, *(() if head == "qa" else (task.num_labels, regression)))
     trained_head(teacher, head, cfg.model.teacher)
     model = copy.deepcopy(teacher)  # the copy that runs under the gates; the teacher stays whole

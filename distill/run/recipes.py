@@ -19,7 +19,7 @@ edit, ``distill ls`` lists them::
       report: {}
 
 This module parses and checks recipes without touching models or data: every error names the
-key (``stages.prediction.optim.lr``), before any work. :mod:`distill.runner` plans and runs them.
+key (``stages.prediction.optim.lr``), before any work. :mod:`distill.run.plan` plans and runs them.
 """
 from __future__ import annotations
 
@@ -27,15 +27,16 @@ import copy
 import os
 import re
 import shutil
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
-from distill.config import Config, ConfigError, _from_dict, _known, _unknown_keys, merge, parse_override
+from distill.config import Config, ConfigError, section_from_dict, known_keys, unknown_keys, merge, parse_override
 
-RECIPES_DIR = Path(__file__).resolve().parent
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # YAML only: distill/recipes/
 SUFFIX = ".yaml"
 
 # Sections of a distill Config that a training stage may set (the rest the runner decides).
@@ -62,15 +63,16 @@ STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in [
               help="the Beam corpus builder (pipelines/augment.py) over data.train"),
     StageKind("split", "qa", {"tune_articles": int},
               help="cut the last articles of data.train off as the questions the null threshold is tuned on"),
-    StageKind("teacher", "any", {"given": _MODEL, "model": _MODEL}, training=True,
-              help="fine-tune `model` on the corpus originals, or take the fine-tuned `given` model"),
+    StageKind("teacher", "any", {"given": _MODEL, "model": _MODEL, "train_data": (str, type(None))}, training=True,
+              help="fine-tune `model` on the corpus originals (GLUE: on every row of `train_data`, a labelled "
+                   "TSV or corpus, when given), or take the fine-tuned `given` model"),
     StageKind("general", "glue", {"given": _MODEL, "teacher": _MODEL, "text": (list, type(None)),
                                   "student": str}, training=True,
               help="general distillation of `student` from the pre-trained `teacher` on `text`, or a given "
                    "general student"),
-    StageKind("intermediate", "glue", {}, training=True,
+    StageKind("intermediate", "glue", {"epochs_over_all_rows": bool}, training=True,
               help="task distillation step 1: embeddings, hidden states, attention"),
-    StageKind("prediction", "glue", {"cache_teacher": bool}, training=True,
+    StageKind("prediction", "glue", {"cache_teacher": bool, "epochs_over_all_rows": bool}, training=True,
               help="task distillation step 2: the teacher's soft labels (best dev checkpoint kept)"),
     StageKind("prune", "qa", {"targets": list}, training=True,
               help="structured pruning of the teacher to each fraction in `targets` (heads and FFN units kept)"),
@@ -86,7 +88,8 @@ STAGE_KINDS: dict[str, StageKind] = {k.name: k for k in [
 ]}
 GLUE_ORDER = ("corpus", "teacher", "general", "intermediate", "prediction", "eval", "report")
 QA_ORDER = ("corpus", "split", "teacher", "prune", "recover", "eval", "latency", "report")
-TOP_KEYS = {"name": str, "description": str, "task": str, "data": dict, "stages": dict}
+TOP_KEYS = {"name": str, "description": str, "task": str, "data": dict, "stages": dict, "grid": (dict, list)}
+GRID_KEYS = ("product", "zip")
 DATA_KEYS = {"train": str, "dev": str, "tune": (str, type(None))}
 
 
@@ -105,10 +108,22 @@ class Recipe:
     stages: dict[str, dict]
     description: str = ""
     source: str | None = None
+    #: a grid recipe's cells, each its own checked Recipe (run as one store); empty otherwise
+    cells: list[Cell] = field(default_factory=list)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"name": self.name, "description": self.description, "task": self.task,
                                "data": self.data, "stages": self.stages}, sort_keys=False)
+
+
+@dataclass
+class Cell:
+    """One cell of a grid: its ``overrides`` (dotted key -> value, as in ``distill run`` overrides),
+    a folder-safe ``name`` made of them, and the recipe they make."""
+
+    name: str
+    overrides: dict
+    recipe: Recipe
 
 
 # -- finding recipes ---------------------------------------------------------------------------
@@ -167,16 +182,83 @@ def load(name_or_path: str, overrides: Sequence[str] = ()) -> Recipe:
                    if RECIPES_DIR in path.resolve().parents else path.stem)
     for item in overrides:
         keys, value = parse_override(item)
-        if keys[0] not in TOP_KEYS and keys[0] != "stages":  # `prediction.optim.lr=...` addresses a stage
-            if keys[0] not in (raw.get("stages") or {}):
-                raise RecipeError(f"override {item!r}: {keys[0]!r} is neither a top-level key "
-                                  f"({', '.join(TOP_KEYS)}) nor a stage of this recipe "
-                                  f"({', '.join(raw.get('stages') or {})})")
-            keys = ["stages", *keys]
-        merge(raw, keys, value)
+        merge(raw, _address(raw, keys, f"override {item!r}"), value)
+    grid = raw.pop("grid", None)
     recipe = check(_expand(raw))
     recipe.source = str(path)
+    if grid is not None:
+        recipe.cells = []
+        for values in grid_cells(grid):
+            cell = copy.deepcopy(raw)
+            for dotted, value in values.items():
+                merge(cell, _address(cell, dotted.split("."), f"grid key {dotted!r}"), value)
+            name = ",".join(f"{k}={_short(v)}" for k, v in values.items())
+            try:
+                recipe.cells.append(Cell(name, values, check(_expand(cell))))
+            except RecipeError as e:
+                raise RecipeError(f"grid cell {name}: {e}") from None
     return recipe
+
+
+def _address(raw: dict, keys: list[str], what: str) -> list[str]:
+    """Where a dotted override goes: a top-level key, or ``STAGE.KEY...`` under ``stages``."""
+    if keys[0] in TOP_KEYS or keys[0] == "stages":
+        return keys
+    if keys[0] not in (raw.get("stages") or {}):  # `prediction.optim.lr=...` addresses a stage
+        raise RecipeError(f"{what}: {keys[0]!r} is neither a top-level key ({', '.join(TOP_KEYS)}) nor a "
+                          f"stage of this recipe ({', '.join(raw.get('stages') or {})})")
+    return ["stages", *keys]
+
+
+def _short(value) -> str:
+    """A grid value as it appears in a cell's folder name."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:40]
+
+
+def grid_cells(grid) -> list[dict]:
+    """The cells of a recipe's ``grid:``, each a dict of dotted key -> value, in order.
+
+    ``grid`` is a block or a list of blocks (their cells are concatenated). In a block, ``product``
+    maps keys to lists of values, each key an axis; ``zip`` is a mapping (or a list of mappings) of
+    keys to lists of one length, each mapping one axis whose i-th values go together. A block's
+    cells are every combination of its axes (zip axes first, in order). Raises ``RecipeError``
+    naming the key for an empty or uneven list, an unknown block key, or two equal cells."""
+    blocks = grid if isinstance(grid, list) else [grid]
+    cells: list[dict] = []
+    for i, block in enumerate(blocks):
+        where = f"grid[{i}]" if isinstance(grid, list) else "grid"
+        if not isinstance(block, dict) or not block:
+            raise RecipeError(f"{where}: expected a mapping with product and/or zip, got {block!r}")
+        _unknown(f"{where}.", block, GRID_KEYS)
+        zips = block.get("zip") or []
+        zips = [zips] if isinstance(zips, dict) else zips
+        product = block.get("product") or {}
+        if not isinstance(product, dict) or not isinstance(zips, list) or not all(isinstance(z, dict) for z in zips):
+            raise RecipeError(f"{where}: product is a mapping, zip a mapping or a list of mappings")
+        axes = []  # each axis: a list of {key: value} choices
+        for j, group in enumerate(zips):
+            name = f"{where}.zip" + (f"[{j}]" if isinstance(block.get("zip"), list) else "")
+            for key, values in group.items():
+                if not isinstance(values, list) or not values:
+                    raise RecipeError(f"{name}.{key}: expected a non-empty list of values, got {values!r}")
+            if len({len(v) for v in group.values()}) > 1:
+                raise RecipeError(f"{name}: the lists must have one length, got "
+                                  f"{', '.join(f'{k}: {len(v)}' for k, v in group.items())}")
+            axes.append([dict(zip(group, row)) for row in zip(*group.values())])
+        for key, values in product.items():
+            if not isinstance(values, list) or not values:
+                raise RecipeError(f"{where}.product.{key}: expected a non-empty list of values, got {values!r}")
+            axes.append([{key: v} for v in values])
+        for combo in itertools.product(*axes):
+            cells.append({k: v for choice in combo for k, v in choice.items()})
+    seen = set()
+    for cell in cells:
+        key = yaml.safe_dump(cell, sort_keys=True)
+        if key in seen:
+            raise RecipeError(f"grid: the cell {cell} appears twice")
+        seen.add(key)
+    return cells
 
 
 def _expand(obj):
@@ -221,7 +303,7 @@ def check(raw: dict) -> Recipe:
 
     _unknown("", raw, TOP_KEYS)
     for key, types in TOP_KEYS.items():
-        if key not in raw and key != "description":
+        if key not in raw and key not in ("description", "grid"):
             raise RecipeError(f"missing key {key}")
         if key in raw:
             _type_check(key, raw[key], types)
@@ -272,16 +354,16 @@ def _check_stage(name: str, settings: dict, task: str) -> dict:
             _type_check(where, value, kind.keys[key])
     if kind.training:  # the distill config's own checks, unknown keys first, named in full
         sections = {s: settings[s] for s in CONFIG_SECTIONS if settings.get(s)}
-        unknown = _unknown_keys(Config, sections)
+        unknown = unknown_keys(Config, sections)
         if unknown:
             section = unknown[0].rsplit(".", 1)[0]
             raise RecipeError(f"unknown key stages.{name}.{unknown[0]} (known in {section}: "
-                              f"{', '.join(_known(Config, section))})")
+                              f"{', '.join(known_keys(Config, section))})")
         try:
-            _from_dict(Config, copy.deepcopy(sections))
+            section_from_dict(Config, copy.deepcopy(sections))
         except ConfigError as e:
             raise RecipeError(f"stages.{name}: {e}") from None
-    for key in ("teacher", "glove", "given", "model"):
+    for key in ("teacher", "glove", "given", "model", "train_data"):
         if isinstance(settings.get(key), str):
             _need_input(f"stages.{name}.{key}", settings[key])
     for i, path in enumerate(settings.get("text") or []):
@@ -323,6 +405,8 @@ def _check_wiring(stages: dict, data: dict, family: str) -> None:
     need(teacher is not None, "stages.teacher is missing: every recipe needs a teacher (`given` or `model`)")
     need((teacher.get("given") is None) != (teacher.get("model") is None),
          "stages.teacher: give exactly one of given (a fine-tuned model) and model (the model to fine-tune)")
+    need(teacher.get("train_data") is None or (family == "glue" and teacher.get("model") is not None),
+         "stages.teacher.train_data: the data a GLUE teacher is fine-tuned on (with stages.teacher.model)")
     need(teacher.get("given") is not None or "corpus" in stages or family == "qa",
          "stages.teacher.model: fine-tuning reads the corpus; add stages.corpus (n_aug: 0 for originals only)")
     if "corpus" in stages:

@@ -1,4 +1,4 @@
-"""The training recipe shared by every stage: setup, train, save_checkpoint, cleanup.
+"""The Trainer shared by every training stage: setup, train, save_checkpoint, cleanup.
 
 One loop for finetune / general / task (intermediate, prediction): streamed batches, gradient
 accumulation, autocast (bf16/fp16 on GPU), DDP under ``torchrun`` (gloo on CPU, nccl on GPU),
@@ -25,20 +25,19 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from distill.config import Config, ConfigError, config_from_dict, differences
-from distill.data import Collator, loader, open_corpus
+from distill.data.stream import Collator, loader, open_corpus
 from distill.progress import Progress
+from distill.evaluation.evaluate import evaluate
 from distill.devices import barrier, distributed, resolve_device, resolve_precision
-from distill.stages import StageParts, build
+from distill.modules.objectives import StageParts, build
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,13 @@ def linear_schedule(total: int, warmup: int, decay: bool = True):
     return f
 
 
+def total_steps(t, rows: int, world: int = 1) -> int:
+    """The optimizer steps of a run of ``TrainConfig`` ``t`` over ``rows`` training rows:
+    ``max_steps``, else ``epochs`` x steps per epoch (a last short batch counts as a step)."""
+    per_step = t.batch_size * world * t.grad_accum
+    return t.max_steps or max(1, math.ceil(t.epochs * max(1, math.ceil(rows / per_step))))
+
+
 def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and LayerNorm weights (BERT's recipe)."""
     decay, no_decay = [], []
@@ -72,6 +78,14 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(module: nn.Module, o) -> torch.optim.Optimizer:
+    """AdamW over ``module``'s trainable parameters (``OptimConfig`` ``o``), BERT's groups: no
+    weight decay on biases and LayerNorm weights; a module's own ``param_groups`` when it has one."""
+    groups = (module.param_groups(o.weight_decay) if hasattr(module, "param_groups")
+              else _param_groups(module, o.weight_decay))
+    return torch.optim.AdamW(groups, lr=o.lr, eps=o.adam_eps, betas=tuple(o.adam_betas), foreach=False)
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -97,7 +111,7 @@ def save_pretrained(model: nn.Module, tokenizer, cfg: Config, path: str, extra: 
     shutil.rmtree(tmp, ignore_errors=True)
     mask = getattr(model, "pruning_mask", None)
     if mask is not None:  # a pruned model: its pruned weights saved as zeros, with pruning.json
-        from distill.pruning import apply_mask, expand
+        from distill.modules.pruning import apply_mask, expand
 
         if getattr(model, "pruning_compacted", False):  # trained compact: a full-size copy to save
             model = expand(copy.deepcopy(model), mask)
@@ -105,7 +119,7 @@ def save_pretrained(model: nn.Module, tokenizer, cfg: Config, path: str, extra: 
             apply_mask(model, mask)
     model.save_pretrained(tmp, safe_serialization=True)
     if mask is not None:
-        from distill.pruning import effective_parameters, write_mask
+        from distill.modules.pruning import effective_parameters, write_mask
 
         write_mask(mask, tmp, effective_parameters(model, mask))
     if tokenizer is not None:
@@ -129,39 +143,6 @@ def latest_checkpoint(output_dir: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def predict(model: nn.Module, rows: list[dict], collator: Collator, batch_size: int, device: torch.device,
-            regression: bool) -> np.ndarray:
-    """Class ids (or scores for regression) for ``rows``, in order."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for i in range(0, len(rows), batch_size):
-        batch = _to(collator(rows[i:i + batch_size]), device)
-        batch.pop("labels", None)
-        logits = model(**batch).logits.float()  # (B, C)
-        out.append(logits[:, 0] if regression else logits.argmax(-1))
-    model.train(was_training)
-    return torch.cat(out).cpu().numpy()
-
-
-def evaluate(model, rows, collator, task, batch_size: int, device) -> dict:
-    """The task's GLUE metrics on ``rows`` (SQuAD EM/F1 for QA; ``score`` picks the best checkpoint)."""
-    from distill.metrics import compute
-
-    if task.kind == "qa":
-        from distill.qa import evaluate_qa
-
-        return evaluate_qa(model, rows, collator, batch_size, device)
-    regression = task.kind == "regression"
-    preds = predict(model, rows, collator, batch_size, device, regression)
-    return compute(task.metric, preds, np.array([r["label"] for r in rows]))
-
-
-# --------------------------------------------------------------------------------------------------
 # Data of a stage
 
 
@@ -170,7 +151,7 @@ def train_corpus(cfg: Config, task, is_main: bool = True, world: int = 1) -> str
     path = cfg.data.train
     if not (task is not None and task.kind == "qa" and os.path.isfile(path)):
         return path
-    from distill.qa import json_to_corpus_dir, squad_json_corpus
+    from distill.data.qa import json_to_corpus_dir, squad_json_corpus
 
     root = json_to_corpus_dir(cfg.output_dir)
     if is_main:
@@ -184,7 +165,7 @@ def make_collator(cfg: Config, tokenizer, task, with_labels: bool):
     over the task's text fields (``text`` for general distillation)."""
     d = cfg.data
     if task is not None and task.kind == "qa":
-        from distill.qa import QACollator
+        from distill.data.qa import QACollator
 
         return QACollator(tokenizer, d.max_seq_length, d.doc_stride, d.max_query_length, d.pad_to_multiple_of)
     fields = ["text"] if task is None else list(task.text_fields)
@@ -197,19 +178,19 @@ def eval_rows(cfg: Config, task) -> list[dict] | None:
     if cfg.data.dev is None:
         return None
     if task.kind == "qa":
-        from distill.qa import read_examples
+        from distill.data.qa import read_examples
 
         return read_examples(cfg.data.dev, task)
-    from distill.glue import read_eval_rows
+    from distill.data.glue import read_eval_rows
 
     return read_eval_rows(cfg.data.dev, task)
 
 
 # --------------------------------------------------------------------------------------------------
-# The recipe
+# The trainer
 
 
-class Recipe:
+class Trainer:
     """setup() -> train() -> cleanup(); ``main`` below is the whole program."""
 
     def __init__(self, cfg: Config):
@@ -241,7 +222,7 @@ class Recipe:
                                   task if cfg.stage != "general" else None, cfg.data.original_only)
         cache = None
         if cfg.data.teacher_cache is not None:  # the teacher's outputs stream beside the rows
-            from distill.teacher_cache import TeacherCache
+            from distill.training.teacher_cache import TeacherCache
 
             cache = TeacherCache.open(cfg.data.teacher_cache)
             self.corpus = cache.attach(self.corpus, cfg, task)  # refuses a cache that does not match
@@ -254,7 +235,7 @@ class Recipe:
         t = cfg.train
         per_step = t.batch_size * self.world * t.grad_accum
         self.steps_per_epoch = max(1, math.ceil(self.corpus.total / per_step))
-        self.max_steps = t.max_steps or max(1, math.ceil(t.epochs * self.steps_per_epoch))
+        self.max_steps = total_steps(t, self.corpus.total, self.world)
 
         module = self.parts.module.to(self.device)
         if self.parts.teacher is not None:
@@ -266,10 +247,7 @@ class Recipe:
                 module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=self.parts.find_unused_parameters)
         o = cfg.optim
-        groups = (module.param_groups(o.weight_decay) if hasattr(module, "param_groups")
-                  else _param_groups(module, o.weight_decay))
-        self.optimizer = torch.optim.AdamW(groups, lr=o.lr, eps=o.adam_eps, betas=tuple(o.adam_betas),
-                                           foreach=False)
+        self.optimizer = make_optimizer(module, o)
         warmup = int(o.warmup_ratio * self.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, linear_schedule(self.max_steps, warmup,
                                                                                         o.schedule == "linear"))
@@ -369,7 +347,7 @@ class Recipe:
 
     def finish(self, last_eval: dict) -> dict:
         """After the last step: write ``output_dir/final`` (rank 0); returns the run's result.
-        Subclasses that end differently (``distill.prune``'s l0 recipe) override this."""
+        Subclasses that end differently (``distill.training.prune``'s L0 trainer) override this."""
         if self.is_main:
             save_pretrained(self.parts.model, self.tokenizer, self.cfg, os.path.join(self.cfg.output_dir, "final"),
                             extra=last_eval or None)
@@ -489,7 +467,7 @@ class Recipe:
                               f"the data split would differ")
         model_state = load_file(os.path.join(path, "model", "model.safetensors"), device=str(self.device))
         if getattr(self.parts.model, "pruning_compacted", False):  # saved full size, trains compact
-            from distill.pruning import compact_state_dict
+            from distill.modules.pruning import compact_state_dict
 
             model_state = compact_state_dict(self.parts.model, self.parts.model.pruning_mask, model_state)
         missing, unexpected = self.parts.model.load_state_dict(model_state, strict=False)
@@ -525,13 +503,13 @@ def _truncate_log(path: str, step: int) -> None:
         f.writelines(keep)
 
 
-def main(cfg: Config, resume: bool = False, recipe_class: type[Recipe] = Recipe) -> dict:
-    """Run ``cfg``'s stage to the end (``distill prune`` runs through ``distill.prune.main``)."""
-    if cfg.stage == "prune" and recipe_class is Recipe:
-        raise ConfigError("stage prune runs through distill.prune.main (it ends by choosing the mask)")
-    recipe = recipe_class(cfg)
+def main(cfg: Config, resume: bool = False, trainer_class: type[Trainer] = Trainer) -> dict:
+    """Run ``cfg``'s stage to the end (``distill prune`` runs through ``distill.training.prune.main``)."""
+    if cfg.stage == "prune" and trainer_class is Trainer:
+        raise ConfigError("stage prune runs through distill.training.prune.main (it ends by choosing the mask)")
+    trainer = trainer_class(cfg)
     try:
-        recipe.setup(resume)
-        return recipe.train()
+        trainer.setup(resume)
+        return trainer.train()
     finally:
-        recipe.cleanup()
+        trainer.cleanup()

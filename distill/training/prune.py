@@ -6,9 +6,9 @@
         model.teacher=out/squad-teacher/best ...          # recover with distillation
 
 ``random`` and ``gain`` score every gate in one pass (``run``); ``l0`` trains hard-concrete gates
-in the ordinary training loop (``L0Recipe``: checkpoints, resume, DDP) and ends in ``finish_l0``;
+in the ordinary training loop (``L0Trainer``: checkpoints, resume, DDP) and ends in ``finish_l0``;
 with ``prune.target_heads`` / ``target_ffn`` a Lagrangian drives the expected open gates to the
-targets and the model keeps that many (``distill.pruning.Lagrangian``). Every strategy
+targets and the model keeps that many (``distill.modules.pruning.Lagrangian``). Every strategy
 writes ``output_dir/pruned``: the model with its pruned weights zeroed (loads with plain
 ``from_pretrained``), ``pruning.json`` (kept heads and units), ``scores.safetensors`` (every gate's
 score), and ``metrics.json`` (dev metrics of the pruned model before any recovery training, when
@@ -25,11 +25,12 @@ import torch
 from torch import nn
 
 from distill.config import Config, ConfigError
-from distill.pruning import (PruneMask, apply_mask, deterministic_open, effective_parameters, expected_counts,
+from distill.modules.pruning import (PruneMask, apply_mask, deterministic_open, effective_parameters, expected_counts,
                              gain_scores, random_scores, select)
 from distill.devices import resolve_device
-from distill.train import Recipe, eval_rows, evaluate, make_collator, save_pretrained, train_corpus
-from distill.train import main as train_main
+from distill.evaluation.evaluate import evaluate
+from distill.training.trainer import Trainer, eval_rows, make_collator, save_pretrained, train_corpus
+from distill.training.trainer import main as train_main
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,12 @@ OUTPUT = "pruned"
 def run(cfg: Config) -> dict:
     """The random and gain strategies: score, select, save; returns the summary printed by the CLI."""
     if cfg.prune.strategy == "l0":
-        raise ValueError("prune.strategy l0 trains gates: run it with distill.prune.main")
+        raise ValueError("prune.strategy l0 trains gates: run it with distill.training.prune.main")
     from transformers import AutoTokenizer
 
-    from distill.data import loader, open_corpus
-    from distill.models import load_model
-    from distill.stages import gold_loss_fn, trained_head
+    from distill.data.stream import loader, open_corpus
+    from distill.modules.models import load_model
+    from distill.modules.objectives import gold_loss_fn, trained_head
     from pipelines.tasks import get_task
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -84,10 +85,10 @@ def main(cfg: Config, resume: bool = False) -> dict:
         if resume:
             log.info("prune.strategy %s is one pass; --resume has nothing to resume", cfg.prune.strategy)
         return run(cfg)
-    return train_main(cfg, resume, recipe_class=L0Recipe)
+    return train_main(cfg, resume, trainer_class=L0Trainer)
 
 
-class L0Recipe(Recipe):
+class L0Trainer(Trainer):
     """The training loop over hard-concrete gates; it ends by choosing and saving the mask."""
 
     def setup(self, resume: bool = False) -> None:
@@ -98,17 +99,17 @@ class L0Recipe(Recipe):
         return finish_l0(self)
 
 
-def finish_l0(recipe: Recipe) -> dict:
+def finish_l0(trainer: Trainer) -> dict:
     """After the l0 gates trained: keep the gates with the highest ``log_alpha`` (as many as asked,
     or with targets the expected number of open gates) and save (rank 0)."""
-    if not recipe.is_main:
+    if not trainer.is_main:
         return {}
-    gates = recipe.module.gates
+    gates = trainer.module.gates
     head_scores, ffn_scores = (s.cpu() for s in gates.scores())
-    p = recipe.cfg.prune
+    p = trainer.cfg.prune
     with torch.no_grad():
         open_heads, open_ffn = gates.expected_open()
-    extra = {"l0_steps": recipe.step, "l0_expected_open_heads": round(float(open_heads), 2),
+    extra = {"l0_steps": trainer.step, "l0_expected_open_heads": round(float(open_heads), 2),
              "l0_expected_open_ffn": round(float(open_ffn), 2)}
     if p.target_heads is not None:
         keep_heads, keep_ffn = expected_counts(gates)
@@ -121,8 +122,8 @@ def finish_l0(recipe: Recipe) -> dict:
         keep_heads, keep_ffn = p.keep_heads, p.keep_ffn
     gates.detach()  # the saved model is judged with its hard mask, not the soft gates
     mask = select(head_scores, ffn_scores, keep_heads, keep_ffn, p.scope)
-    return save_result(recipe.cfg, recipe.parts.model, recipe.tokenizer, mask, head_scores, ffn_scores,
-                       recipe.parts.task, recipe.device, extra)
+    return save_result(trainer.cfg, trainer.parts.model, trainer.tokenizer, mask, head_scores, ffn_scores,
+                       trainer.parts.task, trainer.device, extra)
 
 
 def save_result(cfg: Config, model: nn.Module, tokenizer, mask: PruneMask, head_scores: torch.Tensor,
